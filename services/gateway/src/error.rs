@@ -1,0 +1,54 @@
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use photos_runtime::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upstream(#[from] photos_runtime::client::ChannelError),
+    #[error("{}", .0.message())]
+    Downstream(#[from] tonic::Status),
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl GatewayError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::Downstream(status) => ErrorKind::of_status(status),
+            GatewayError::NotImplemented(_) => ErrorKind::Unimplemented,
+            GatewayError::Bind { .. } | GatewayError::Upstream(_) | GatewayError::Serve(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+/// Errors leave as RFC 9457 problem documents with the status from the shared error table.
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        let status = axum::http::StatusCode::from_u16(kind.http_status())
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+            "kind": kind.as_str(),
+        });
+        let mut response = (status, Json(body)).into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
