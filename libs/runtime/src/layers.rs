@@ -118,6 +118,8 @@ where
     }
 }
 
+const TONIC_TIMEOUT_MARGIN: Duration = Duration::from_millis(3);
+
 forward_layer!(DeadlineLayer, DeadlineService { limit: Duration });
 
 impl DeadlineLayer {
@@ -145,7 +147,11 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(propagation::parse_grpc_timeout);
-        let timeout = requested.map_or(self.limit, |r| r.min(self.limit));
+        // tonic also enforces `grpc-timeout` outside every user layer and answers CANCELLED;
+        // ending a hair earlier makes the caller see DEADLINE_EXCEEDED, as the gRPC spec asks.
+        let timeout = requested.map_or(self.limit, |r| {
+            r.saturating_sub(TONIC_TIMEOUT_MARGIN.min(r / 2)).min(self.limit)
+        });
         let deadline = Instant::now() + timeout;
         let future = propagation::with_deadline(deadline, self.inner.call(req));
         Box::pin(async move {

@@ -1,0 +1,114 @@
+//! A test-only echo service mounted on the real server runtime: a slow call for drain tests and
+//! a call chain (A → B) for trace and deadline propagation tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use photos_proto::testing::v1::echo_service_client::EchoServiceClient;
+use photos_proto::testing::v1::echo_service_server::{EchoService, EchoServiceServer};
+use photos_proto::testing::v1::{EchoRequest, EchoResponse};
+use photos_runtime::client::Channel;
+use photos_runtime::server::{BoundServer, ServerBuilder};
+use photos_runtime::{ServerConfig, UpstreamConfig, propagation};
+use tonic::{Request, Response, Status};
+
+pub struct Echo;
+
+#[tonic::async_trait]
+impl EchoService for Echo {
+    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        let request = request.into_inner();
+        let my_trace = propagation::trace_id(&tracing::Span::current()).unwrap_or_default();
+        if request.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(request.delay_ms.into())).await;
+        }
+        if request.forward_to.is_empty() {
+            return Ok(Response::new(EchoResponse {
+                message: request.message,
+                remaining_deadline_ms: propagation::remaining()
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                trace_ids: vec![my_trace],
+            }));
+        }
+        let channel = Channel::connect_lazy(&UpstreamConfig::new(request.forward_to.clone()))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut next = EchoServiceClient::new(channel);
+        let mut answer = next
+            .echo(EchoRequest {
+                message: request.message,
+                delay_ms: 0,
+                forward_to: String::new(),
+            })
+            .await?
+            .into_inner();
+        answer.trace_ids.insert(0, my_trace);
+        Ok(Response::new(answer))
+    }
+}
+
+pub fn test_server_config() -> ServerConfig {
+    ServerConfig::with_ports(0, 0)
+}
+
+pub async fn bind_echo(config: ServerConfig) -> BoundServer {
+    ServerBuilder::new("echo", config)
+        .add_service(EchoServiceServer::new(Echo))
+        .descriptor(photos_proto::testing::v1::FILE_DESCRIPTOR_SET)
+        .bind()
+        .await
+        .expect("bind echo server")
+}
+
+pub fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// A plain tonic channel (no photos layers), as an outside client would use.
+pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url(addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+pub async fn client(addr: SocketAddr) -> EchoServiceClient<tonic::transport::Channel> {
+    EchoServiceClient::connect(url(addr)).await.expect("connect")
+}
+
+/// Polls the health service until `service` reports SERVING.
+pub async fn wait_serving(addr: SocketAddr, service: &str) {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let mut health = HealthClient::new(channel(addr).await);
+    for _ in 0..500 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{service} at {addr} never became SERVING");
+}
+
+/// A minimal HTTP/1.1 GET for admin endpoints: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
