@@ -81,8 +81,14 @@ fn from_figment(error: figment::Error) -> ConfigError {
         .metadata
         .as_ref()
         .map(|m| {
-            let origin = m.interpolate(&error.profile.clone().unwrap_or_default(), &error.path);
-            format!(" (from {}: {origin})", m.name)
+            if m.name.contains("environment") {
+                // Name the variable exactly as the operator wrote it.
+                let var = format!("{ENV_PREFIX}{}", error.path.join("__").to_uppercase());
+                format!(" (from environment variable {var})")
+            } else {
+                let origin = m.interpolate(&error.profile.clone().unwrap_or_default(), &error.path);
+                format!(" (from {}: {origin})", m.name)
+            }
         })
         .unwrap_or_default();
     ConfigError::new(key, format!("{}{source}", error.kind))

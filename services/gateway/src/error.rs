@@ -15,6 +15,8 @@ pub enum GatewayError {
     Downstream(#[from] tonic::Status),
     #[error("{0}")]
     NotImplemented(&'static str),
+    #[error("no such route")]
+    NotFound,
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -24,6 +26,7 @@ impl GatewayError {
         match self {
             GatewayError::Downstream(status) => ErrorKind::of_status(status),
             GatewayError::NotImplemented(_) => ErrorKind::Unimplemented,
+            GatewayError::NotFound => ErrorKind::NotFound,
             GatewayError::Bind { .. } | GatewayError::Upstream(_) | GatewayError::Serve(_) => {
                 ErrorKind::Internal
             }

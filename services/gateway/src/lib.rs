@@ -52,8 +52,20 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
     };
     let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/api/v1/albums", get(list_albums))
-        .fallback(not_implemented)
+        .route("/api/v1/albums", get(list_albums).post(not_implemented))
+        .route(
+            "/api/v1/albums/{id}",
+            get(not_implemented).patch(not_implemented).delete(not_implemented),
+        )
+        .route("/api/v1/albums/{id}/photos", get(not_implemented).post(not_implemented))
+        .route("/api/v1/photos/recent", get(not_implemented))
+        .route("/api/v1/photos/{id}", get(not_implemented).delete(not_implemented))
+        .route("/api/v1/admin/albums/publish", axum::routing::post(not_implemented))
+        .route("/api/v1/admin/albums/unpublish", axum::routing::post(not_implemented))
+        .route("/api/v1/admin/cache-stats", get(not_implemented))
+        .route("/api/v1/admin/performance", get(not_implemented))
+        .route("/api/openapi.json", get(not_implemented))
+        .fallback(not_found)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state);
     Ok(Application {
@@ -184,6 +196,11 @@ async fn list_albums(
     }))
 }
 
+/// Routes of the v1 HTTP API whose issue has not landed yet.
 async fn not_implemented() -> GatewayError {
     GatewayError::NotImplemented("this route is not implemented yet")
+}
+
+async fn not_found() -> GatewayError {
+    GatewayError::NotFound
 }
