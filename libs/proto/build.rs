@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .file_descriptor_set_path(out.join(format!("{name}_descriptor.bin")))
             // RPCs whose issue has not landed answer UNIMPLEMENTED instead of failing to build.
             .generate_default_stubs(true)
-            .compile_with_config(config, &[root.join(file)], &[root.clone()])?;
+            .compile_with_config(config, &[root.join(file)], std::slice::from_ref(&root))?;
     }
     Ok(())
 }

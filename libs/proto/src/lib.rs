@@ -18,6 +18,10 @@ macro_rules! package {
 package!(catalog, "photos.catalog.v1", "catalog_descriptor.bin");
 package!(media, "photos.media.v1", "media_descriptor.bin");
 package!(storage, "photos.storage.v1", "storage_descriptor.bin");
-package!(cache_admin, "photos.cache_admin.v1", "cache_admin_descriptor.bin");
+package!(
+    cache_admin,
+    "photos.cache_admin.v1",
+    "cache_admin_descriptor.bin"
+);
 package!(metrics, "photos.metrics.v1", "metrics_descriptor.bin");
 package!(testing, "photos.testing.v1", "testing_descriptor.bin");

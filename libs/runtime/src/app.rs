@@ -29,7 +29,10 @@ where
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{binary}: cannot start the async runtime: {e}");

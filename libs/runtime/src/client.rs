@@ -185,11 +185,15 @@ impl Service<Request<Body>> for Channel {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(propagation::parse_grpc_timeout);
-        let timeout = [explicit, propagation::remaining(), Some(self.default_timeout)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.default_timeout);
+        let timeout = [
+            explicit,
+            propagation::remaining(),
+            Some(self.default_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.default_timeout);
         if let Ok(value) = HeaderValue::from_str(&propagation::format_grpc_timeout(timeout)) {
             req.headers_mut().insert("grpc-timeout", value);
         }
@@ -234,7 +238,13 @@ mod tests {
             Target::parse("http://a:1, http://b:2").unwrap(),
             Target::Static(vec!["http://a:1".into(), "http://b:2".into()])
         );
-        for bad in ["", "catalog:50051", "dns://catalog", "dns://:50051", "dns://x:port"] {
+        for bad in [
+            "",
+            "catalog:50051",
+            "dns://catalog",
+            "dns://:50051",
+            "dns://x:port",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -35,6 +35,11 @@ impl ConfigError {
     }
 }
 
+/// Whether `s` is an `http://` or `https://` URL (as endpoints must be).
+pub fn is_http_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
 /// Semantic checks that serde cannot express (ranges, URLs, relations between keys).
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
@@ -172,13 +177,22 @@ impl Default for ServerConfig {
 impl Validate for ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.request_timeout_ms == 0 {
-            return Err(ConfigError::new("server.request_timeout_ms", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "server.request_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if self.concurrency_limit == 0 {
-            return Err(ConfigError::new("server.concurrency_limit", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "server.concurrency_limit",
+                "must be greater than 0",
+            ));
         }
         if self.max_message_bytes < 64 * 1024 {
-            return Err(ConfigError::new("server.max_message_bytes", "must be at least 65536"));
+            return Err(ConfigError::new(
+                "server.max_message_bytes",
+                "must be at least 65536",
+            ));
         }
         if self.grpc_port != 0 && self.grpc_port == self.admin_port {
             return Err(ConfigError::new(
@@ -228,12 +242,13 @@ impl Validate for TelemetryConfig {
                 format!("must be between 0 and 1, got {}", self.sample_ratio),
             ));
         }
-        if !self.otlp_endpoint.is_empty()
-            && !(self.otlp_endpoint.starts_with("http://") || self.otlp_endpoint.starts_with("https://"))
-        {
+        if !self.otlp_endpoint.is_empty() && !is_http_url(&self.otlp_endpoint) {
             return Err(ConfigError::new(
                 "telemetry.otlp_endpoint",
-                format!("must be an http:// or https:// URL, got {:?}", self.otlp_endpoint),
+                format!(
+                    "must be an http:// or https:// URL, got {:?}",
+                    self.otlp_endpoint
+                ),
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_filter)
@@ -314,12 +329,16 @@ mod tests {
         let cfg: Sample = load_from(Some(path), no_env()).unwrap();
         assert_eq!(cfg.server.grpc_port, 7000);
         assert_eq!(cfg.server.admin_port, 7001);
-        assert_eq!(cfg.server.request_timeout_ms, 30_000, "untouched keys keep defaults");
+        assert_eq!(
+            cfg.server.request_timeout_ms, 30_000,
+            "untouched keys keep defaults"
+        );
     }
 
     #[test]
     fn missing_file_names_the_variable() {
-        let err = load_from::<Sample>(Some("/nonexistent/photos.toml".into()), no_env()).unwrap_err();
+        let err =
+            load_from::<Sample>(Some("/nonexistent/photos.toml".into()), no_env()).unwrap_err();
         assert_eq!(err.key, CONFIG_FILE_ENV);
     }
 

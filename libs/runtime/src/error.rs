@@ -152,7 +152,10 @@ mod tests {
             (Code::Unknown, 500),
         ];
         for (code, http) in cases {
-            assert_eq!(ErrorKind::of_status(&Status::new(code, "x")).http_status(), http);
+            assert_eq!(
+                ErrorKind::of_status(&Status::new(code, "x")).http_status(),
+                http
+            );
         }
     }
 }

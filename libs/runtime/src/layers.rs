@@ -150,7 +150,8 @@ where
         // tonic also enforces `grpc-timeout` outside every user layer and answers CANCELLED;
         // ending a hair earlier makes the caller see DEADLINE_EXCEEDED, as the gRPC spec asks.
         let timeout = requested.map_or(self.limit, |r| {
-            r.saturating_sub(TONIC_TIMEOUT_MARGIN.min(r / 2)).min(self.limit)
+            r.saturating_sub(TONIC_TIMEOUT_MARGIN.min(r / 2))
+                .min(self.limit)
         });
         let deadline = Instant::now() + timeout;
         let future = propagation::with_deadline(deadline, self.inner.call(req));
@@ -214,12 +215,22 @@ where
         Box::pin(async move {
             let response = future.await?;
             // The permit lives as long as the response body, so a stream counts until it ends.
-            Ok(response.map(|body| Body::new(Guarded { body, _guard: permit })))
+            Ok(response.map(|body| {
+                Body::new(Guarded {
+                    body,
+                    _guard: permit,
+                })
+            }))
         })
     }
 }
 
-forward_layer!(MetricsLayer, MetricsService { metrics: ServerMetrics });
+forward_layer!(
+    MetricsLayer,
+    MetricsService {
+        metrics: ServerMetrics
+    }
+);
 
 impl MetricsLayer {
     pub fn new(metrics: ServerMetrics) -> Self {
@@ -270,7 +281,12 @@ where
                 })
                 .inc();
             let response = result?;
-            Ok(response.map(|body| Body::new(Guarded { body, _guard: in_flight })))
+            Ok(response.map(|body| {
+                Body::new(Guarded {
+                    body,
+                    _guard: in_flight,
+                })
+            }))
         })
     }
 }

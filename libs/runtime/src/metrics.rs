@@ -49,10 +49,9 @@ impl ServerMetrics {
             .into_iter(),
         );
         let requests = Family::<RpcLabels, Counter>::default();
-        let duration =
-            Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
+        let duration = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         let in_flight = Gauge::default();
         let shed = Counter::default();
         registry.register(
@@ -65,7 +64,11 @@ impl ServerMetrics {
             "gRPC call latency until the response headers",
             duration.clone(),
         );
-        registry.register("grpc_server_in_flight", "gRPC calls in progress", in_flight.clone());
+        registry.register(
+            "grpc_server_in_flight",
+            "gRPC calls in progress",
+            in_flight.clone(),
+        );
         registry.register(
             "grpc_server_shed",
             "gRPC calls rejected because the concurrency limit was reached",

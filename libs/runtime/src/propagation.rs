@@ -117,7 +117,10 @@ mod tests {
             Duration::from_secs(3600 * 24),
         ] {
             let parsed = parse_grpc_timeout(&format_grpc_timeout(d)).unwrap();
-            assert!(parsed <= d && d - parsed < Duration::from_millis(1), "{d:?} -> {parsed:?}");
+            assert!(
+                parsed <= d && d - parsed < Duration::from_millis(1),
+                "{d:?} -> {parsed:?}"
+            );
         }
     }
 

@@ -113,7 +113,9 @@ impl ServerBuilder {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         for name in &self.service_names {
-            health.set_service_status(*name, ServingStatus::NotServing).await;
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
         Ok(BoundServer {
             name: self.name,
@@ -155,11 +157,15 @@ struct AdminState {
 
 impl BoundServer {
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn health(&self) -> HealthReporter {
@@ -227,7 +233,10 @@ impl BoundServer {
         let stack = tower::ServiceBuilder::new()
             .layer(TraceLayer::new())
             .layer(DeadlineLayer::new(config.request_timeout()))
-            .layer(ConcurrencyLayer::new(config.concurrency_limit, metrics.clone()))
+            .layer(ConcurrencyLayer::new(
+                config.concurrency_limit,
+                metrics.clone(),
+            ))
             .layer(MetricsLayer::new(metrics.clone()));
 
         let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
@@ -297,9 +306,13 @@ impl BoundServer {
         tracing::info!(server = name, "draining: health set to NOT_SERVING");
         ready.store(false, Ordering::SeqCst);
         for n in &service_names {
-            health.set_service_status(*n, ServingStatus::NotServing).await;
+            health
+                .set_service_status(*n, ServingStatus::NotServing)
+                .await;
         }
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         tokio::time::sleep(config.drain_delay()).await;
         let _ = stop_accepting.send(());
         let outcome = match tokio::time::timeout(config.drain_grace(), &mut serve).await {

@@ -50,7 +50,10 @@ pub enum TelemetryError {
 
 /// Installs the global subscriber and propagator. Call once per process, inside a tokio runtime
 /// (the OTLP exporter's channel lives on it).
-pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );

@@ -9,9 +9,9 @@ use common::*;
 use photos_proto::testing::v1::EchoRequest;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const ECHO: &str = "photos.testing.v1.EchoService";
 
@@ -28,7 +28,11 @@ async fn not_serving_until_ready_then_serving() {
                 move || {
                     let r = r.clone();
                     async move {
-                        if r.is_cancelled() { Ok(()) } else { Err("database not reachable yet") }
+                        if r.is_cancelled() {
+                            Ok(())
+                        } else {
+                            Err("database not reachable yet")
+                        }
                     }
                 },
                 s.cancelled_owned(),
@@ -37,9 +41,17 @@ async fn not_serving_until_ready_then_serving() {
     });
 
     let mut health = HealthClient::new(channel(grpc).await);
-    let check = |name: &str| HealthCheckRequest { service: name.to_owned() };
-    assert_eq!(health.check(check(ECHO)).await.unwrap().into_inner().status, ServingStatus::NotServing as i32);
-    assert_eq!(health.check(check("")).await.unwrap().into_inner().status, ServingStatus::NotServing as i32);
+    let check = |name: &str| HealthCheckRequest {
+        service: name.to_owned(),
+    };
+    assert_eq!(
+        health.check(check(ECHO)).await.unwrap().into_inner().status,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        health.check(check("")).await.unwrap().into_inner().status,
+        ServingStatus::NotServing as i32
+    );
     assert_eq!(http_get(admin, "/ready").await.0, 503);
     assert_eq!(http_get(admin, "/live").await.0, 200);
 
@@ -56,16 +68,20 @@ async fn not_serving_until_ready_then_serving() {
 async fn reflection_lists_only_this_servers_api() {
     use photos_proto::testing::v1::echo_service_client::EchoServiceClient;
     use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let server = bind_echo(test_server_config()).await;
     let grpc = server.grpc_addr();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { server.run(|| async { Ok::<_, String>(()) }, s.cancelled_owned()).await });
+    let task = tokio::spawn(async move {
+        server
+            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
+            .await
+    });
     wait_serving(grpc, ECHO).await;
 
     let mut reflection = ServerReflectionClient::new(channel(grpc).await);
@@ -78,7 +94,9 @@ async fn reflection_lists_only_this_servers_api() {
         .await
         .unwrap()
         .into_inner();
-    let Some(Ok(response)) = responses.next().await else { panic!("no reflection answer") };
+    let Some(Ok(response)) = responses.next().await else {
+        panic!("no reflection answer")
+    };
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer")
     };
@@ -96,7 +114,10 @@ async fn reflection_lists_only_this_servers_api() {
     // And the service really answers.
     let mut echo = EchoServiceClient::connect(url(grpc)).await.unwrap();
     let answer = echo
-        .echo(EchoRequest { message: "hi".into(), ..Default::default() })
+        .echo(EchoRequest {
+            message: "hi".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -115,22 +136,36 @@ async fn drain_reports_not_serving_finishes_in_flight_calls_and_exits_within_gra
     let grpc = server.grpc_addr();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { server.run(|| async { Ok::<_, String>(()) }, s.cancelled_owned()).await });
+    let task = tokio::spawn(async move {
+        server
+            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
+            .await
+    });
     wait_serving(grpc, ECHO).await;
 
     // An open health watch, as a load balancer keeps.
     let mut health = HealthClient::new(channel(grpc).await);
     let mut watch = health
-        .watch(HealthCheckRequest { service: ECHO.into() })
+        .watch(HealthCheckRequest {
+            service: ECHO.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
 
     // A slow call in flight when the shutdown signal arrives.
     let mut echo = client(grpc).await;
     let slow = tokio::spawn(async move {
-        echo.echo(EchoRequest { message: "slow".into(), delay_ms: 1_500, ..Default::default() }).await
+        echo.echo(EchoRequest {
+            message: "slow".into(),
+            delay_ms: 1_500,
+            ..Default::default()
+        })
+        .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await; // let the call reach the handler
     let signalled = tokio::time::Instant::now();
@@ -161,19 +196,38 @@ async fn a_calls_deadline_is_honoured_and_reported() {
     let grpc = server.grpc_addr();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { server.run(|| async { Ok::<_, String>(()) }, s.cancelled_owned()).await });
+    let task = tokio::spawn(async move {
+        server
+            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
+            .await
+    });
     wait_serving(grpc, ECHO).await;
 
     let mut echo = client(grpc).await;
-    let mut request = tonic::Request::new(EchoRequest { message: "x".into(), delay_ms: 2_000, ..Default::default() });
+    let mut request = tonic::Request::new(EchoRequest {
+        message: "x".into(),
+        delay_ms: 2_000,
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_millis(100));
     let status = echo.echo(request).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 
-    let mut request = tonic::Request::new(EchoRequest { message: "x".into(), ..Default::default() });
+    let mut request = tonic::Request::new(EchoRequest {
+        message: "x".into(),
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_millis(1_500));
-    let seen = echo.echo(request).await.unwrap().into_inner().remaining_deadline_ms;
-    assert!(seen > 0 && seen <= 1_500, "handler saw a deadline of {seen} ms");
+    let seen = echo
+        .echo(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .remaining_deadline_ms;
+    assert!(
+        seen > 0 && seen <= 1_500,
+        "handler saw a deadline of {seen} ms"
+    );
 
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -181,12 +235,21 @@ async fn a_calls_deadline_is_honoured_and_reported() {
 
 #[tokio::test]
 async fn the_deadline_is_passed_on_to_the_next_hop() {
-    let (a, b) = (bind_echo(test_server_config()).await, bind_echo(test_server_config()).await);
+    let (a, b) = (
+        bind_echo(test_server_config()).await,
+        bind_echo(test_server_config()).await,
+    );
     let (a_addr, b_addr) = (a.grpc_addr(), b.grpc_addr());
     let stop = CancellationToken::new();
     let (s1, s2) = (stop.clone(), stop.clone());
-    let ta = tokio::spawn(async move { a.run(|| async { Ok::<_, String>(()) }, s1.cancelled_owned()).await });
-    let tb = tokio::spawn(async move { b.run(|| async { Ok::<_, String>(()) }, s2.cancelled_owned()).await });
+    let ta = tokio::spawn(async move {
+        a.run(|| async { Ok::<_, String>(()) }, s1.cancelled_owned())
+            .await
+    });
+    let tb = tokio::spawn(async move {
+        b.run(|| async { Ok::<_, String>(()) }, s2.cancelled_owned())
+            .await
+    });
     wait_serving(a_addr, ECHO).await;
     wait_serving(b_addr, ECHO).await;
 
@@ -197,7 +260,12 @@ async fn the_deadline_is_passed_on_to_the_next_hop() {
         forward_to: url(b_addr),
     });
     request.set_timeout(Duration::from_millis(2_000));
-    let seen = echo.echo(request).await.unwrap().into_inner().remaining_deadline_ms;
+    let seen = echo
+        .echo(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .remaining_deadline_ms;
     // B sees what is left after A slept 300 ms: not its own 30 s default, not the full 2 s.
     assert!(seen > 0 && seen <= 1_700, "second hop saw {seen} ms");
 
@@ -214,27 +282,47 @@ async fn over_the_concurrency_limit_calls_are_shed_but_health_still_answers() {
     let (grpc, admin) = (server.grpc_addr(), server.admin_addr());
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { server.run(|| async { Ok::<_, String>(()) }, s.cancelled_owned()).await });
+    let task = tokio::spawn(async move {
+        server
+            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
+            .await
+    });
     wait_serving(grpc, ECHO).await;
 
     let mut first = client(grpc).await;
     let slow = tokio::spawn(async move {
-        first.echo(EchoRequest { message: "a".into(), delay_ms: 1_000, ..Default::default() }).await
+        first
+            .echo(EchoRequest {
+                message: "a".into(),
+                delay_ms: 1_000,
+                ..Default::default()
+            })
+            .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut second = client(grpc).await;
     let status = second
-        .echo(EchoRequest { message: "b".into(), ..Default::default() })
+        .echo(EchoRequest {
+            message: "b".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("limit of 1"), "{}", status.message());
+    assert!(
+        status.message().contains("limit of 1"),
+        "{}",
+        status.message()
+    );
     wait_serving(grpc, ECHO).await; // health bypasses the limit
     slow.await.unwrap().expect("the admitted call completes");
 
     let (code, metrics) = http_get(admin, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(metrics.contains("photos_grpc_server_shed_total{server=\"echo\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("photos_grpc_server_shed_total{server=\"echo\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("photos_grpc_server_requests_total{server=\"echo\",service=\"photos.testing.v1.EchoService\",method=\"Echo\",code=\"0\"} 1"),
         "{metrics}"

@@ -23,25 +23,41 @@ async fn a_call_through_two_services_is_one_trace() {
     )
     .unwrap();
 
-    let (a, b) = (bind_echo(test_server_config()).await, bind_echo(test_server_config()).await);
+    let (a, b) = (
+        bind_echo(test_server_config()).await,
+        bind_echo(test_server_config()).await,
+    );
     let (a_addr, b_addr) = (a.grpc_addr(), b.grpc_addr());
     let stop = CancellationToken::new();
     let (s1, s2) = (stop.clone(), stop.clone());
-    let ta = tokio::spawn(async move { a.run(|| async { Ok::<_, String>(()) }, s1.cancelled_owned()).await });
-    let tb = tokio::spawn(async move { b.run(|| async { Ok::<_, String>(()) }, s2.cancelled_owned()).await });
+    let ta = tokio::spawn(async move {
+        a.run(|| async { Ok::<_, String>(()) }, s1.cancelled_owned())
+            .await
+    });
+    let tb = tokio::spawn(async move {
+        b.run(|| async { Ok::<_, String>(()) }, s2.cancelled_owned())
+            .await
+    });
     wait_serving(a_addr, "photos.testing.v1.EchoService").await;
     wait_serving(b_addr, "photos.testing.v1.EchoService").await;
 
     // A plain client with no trace of its own: A's server span is the root.
     let mut echo = client(a_addr).await;
     let answer = echo
-        .echo(EchoRequest { message: "trace me".into(), delay_ms: 0, forward_to: url(b_addr) })
+        .echo(EchoRequest {
+            message: "trace me".into(),
+            delay_ms: 0,
+            forward_to: url(b_addr),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(answer.trace_ids.len(), 2);
     assert!(!answer.trace_ids[0].is_empty());
-    assert_eq!(answer.trace_ids[0], answer.trace_ids[1], "both hops saw the same trace id");
+    assert_eq!(
+        answer.trace_ids[0], answer.trace_ids[1],
+        "both hops saw the same trace id"
+    );
     let trace_id = answer.trace_ids[0].clone();
 
     telemetry.flush();
@@ -54,25 +70,40 @@ async fn a_call_through_two_services_is_one_trace() {
             .nth(skip)
             .copied()
     };
-    let client_span = find("CLIENT", 0).unwrap_or_else(|| panic!("no client span in {in_trace:#?}"));
+    let client_span =
+        find("CLIENT", 0).unwrap_or_else(|| panic!("no client span in {in_trace:#?}"));
     let servers: Vec<_> = in_trace
         .iter()
         .filter(|s| s.kind.contains("SERVER"))
         .collect();
-    assert_eq!(servers.len(), 2, "two server spans in the trace: {in_trace:#?}");
+    assert_eq!(
+        servers.len(),
+        2,
+        "two server spans in the trace: {in_trace:#?}"
+    );
     let root = servers
         .iter()
         .find(|s| s.parent_span_id.is_empty() || s.parent_span_id.chars().all(|c| c == '0'))
         .expect("A's server span is the root");
-    let second = servers
-        .iter()
-        .find(|s| s.span_id != root.span_id)
-        .unwrap();
-    assert_eq!(client_span.parent_span_id, root.span_id, "A's client span is a child of A's server span");
-    assert_eq!(second.parent_span_id, client_span.span_id, "B's server span is a child of A's client span");
+    let second = servers.iter().find(|s| s.span_id != root.span_id).unwrap();
+    assert_eq!(
+        client_span.parent_span_id, root.span_id,
+        "A's client span is a child of A's server span"
+    );
+    assert_eq!(
+        second.parent_span_id, client_span.span_id,
+        "B's server span is a child of A's client span"
+    );
     // The receiver renders attribute values in their protobuf debug form.
-    let method = second.attributes.get("rpc.method").cloned().unwrap_or_default();
-    assert!(method.contains("\"Echo\""), "rpc.method attribute: {method}");
+    let method = second
+        .attributes
+        .get("rpc.method")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        method.contains("\"Echo\""),
+        "rpc.method attribute: {method}"
+    );
 
     stop.cancel();
     ta.await.unwrap().unwrap();

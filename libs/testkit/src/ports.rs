@@ -11,7 +11,9 @@ pub fn free_port(with_bus_offset: Option<u16>) -> u16 {
         match with_bus_offset {
             None => return port,
             Some(offset) => {
-                let Some(bus) = port.checked_add(offset) else { continue };
+                let Some(bus) = port.checked_add(offset) else {
+                    continue;
+                };
                 if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
                     return port;
                 }

@@ -62,9 +62,11 @@ impl Drop for TestDatabase {
                 .build()?;
             rt.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
                 anyhow::Ok(())
             })
         })

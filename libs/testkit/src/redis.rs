@@ -9,17 +9,28 @@ use crate::{ports, wait};
 fn redis_server_binary() -> anyhow::Result<&'static str> {
     match Command::new("redis-server").arg("--version").output() {
         Ok(out) if out.status.success() => Ok("redis-server"),
-        _ => anyhow::bail!("redis-server is not installed; scripts/test installs it (apt-get install redis-server)"),
+        _ => anyhow::bail!(
+            "redis-server is not installed; scripts/test installs it (apt-get install redis-server)"
+        ),
     }
 }
 
 fn spawn_node(port: u16, extra: &[String]) -> anyhow::Result<Child> {
     let binary = redis_server_binary()?;
     let mut cmd = Command::new(binary);
-    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     Ok(cmd.spawn()?)
 }
 
@@ -66,7 +77,13 @@ impl RedisServer {
         self.kill();
         self.child = Some(spawn_node(self.port, &[])?);
         let url = self.url();
-        wait::until("redis-server", Duration::from_secs(10), Duration::from_millis(20), || ping(&url)).await
+        wait::until(
+            "redis-server",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || ping(&url),
+        )
+        .await
     }
 }
 
@@ -116,9 +133,19 @@ impl RedisCluster {
             _dir: dir,
         };
         for url in cluster.node_urls() {
-            wait::until("cluster node", Duration::from_secs(10), Duration::from_millis(20), || ping(&url)).await?;
+            wait::until(
+                "cluster node",
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+                || ping(&url),
+            )
+            .await?;
         }
-        let addrs: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         let out = tokio::process::Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -133,9 +160,12 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         for url in cluster.node_urls() {
-            wait::until("cluster_state:ok", Duration::from_secs(30), Duration::from_millis(50), || {
-                cluster_ok(url.clone())
-            })
+            wait::until(
+                "cluster_state:ok",
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                || cluster_ok(url.clone()),
+            )
             .await?;
         }
         Ok(cluster)
@@ -143,7 +173,10 @@ impl RedisCluster {
 
     /// Every node, as `redis://127.0.0.1:port/`.
     pub fn node_urls(&self) -> Vec<String> {
-        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect()
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
     }
 
     pub fn ports(&self) -> &[u16] {
@@ -152,11 +185,11 @@ impl RedisCluster {
 
     /// Kills one node (SIGKILL).
     pub fn kill(&mut self, port: u16) {
-        if let Some(i) = self.ports.iter().position(|p| *p == port) {
-            if let Some(mut child) = self.children[i].take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(i) = self.ports.iter().position(|p| *p == port)
+            && let Some(mut child) = self.children[i].take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -169,15 +202,18 @@ impl RedisCluster {
             }
             let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
             let mut conn = client.get_multiplexed_async_connection().await?;
-            let info: String = redis::cmd("ROLE").query_async::<redis::Value>(&mut conn).await.map(|v| {
-                match v {
+            let info: String = redis::cmd("ROLE")
+                .query_async::<redis::Value>(&mut conn)
+                .await
+                .map(|v| match v {
                     redis::Value::Array(items) => match items.first() {
-                        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                        Some(redis::Value::BulkString(b)) => {
+                            String::from_utf8_lossy(b).into_owned()
+                        }
                         _ => String::new(),
                     },
                     _ => String::new(),
-                }
-            })?;
+                })?;
             if info == "master" {
                 masters.push(*port);
             }
@@ -189,9 +225,15 @@ impl RedisCluster {
 async fn cluster_ok(url: String) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await?;
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await?;
     anyhow::ensure!(info.contains("cluster_state:ok"), "cluster not ok yet");
-    anyhow::ensure!(info.contains("cluster_slots_assigned:16384"), "slots not all assigned yet");
+    anyhow::ensure!(
+        info.contains("cluster_slots_assigned:16384"),
+        "slots not all assigned yet"
+    );
     Ok(())
 }
 

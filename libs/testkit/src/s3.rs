@@ -17,7 +17,8 @@ pub const BUCKET: &str = "photos-test";
 
 /// An aws-sdk-s3 client for `endpoint` with the test credentials and path-style addressing.
 pub fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let credentials = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "photos-testkit");
+    let credentials =
+        aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "photos-testkit");
     let config = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new(REGION))
@@ -37,7 +38,13 @@ pub struct TestS3 {
 impl TestS3 {
     pub async fn start() -> anyhow::Result<TestS3> {
         let dir = tempfile::tempdir()?;
-        let server = LocalS3::start(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)), ACCESS_KEY, SECRET_KEY).await?;
+        let server = LocalS3::start(
+            dir.path(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            ACCESS_KEY,
+            SECRET_KEY,
+        )
+        .await?;
         server.ensure_bucket(BUCKET)?;
         Ok(TestS3 { server, _dir: dir })
     }
@@ -118,22 +125,29 @@ impl SeaweedFs {
             _dir: dir,
         };
         let client = server.client();
-        wait::until("SeaweedFS S3", Duration::from_secs(60), Duration::from_millis(200), || {
-            let client = client.clone();
-            async move {
-                match client.create_bucket().bucket(BUCKET).send().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let e = aws_sdk_s3::error::DisplayErrorContext(e).to_string();
-                        if e.contains("BucketAlreadyExists") || e.contains("BucketAlreadyOwnedByYou") {
-                            Ok(())
-                        } else {
-                            Err(e)
+        wait::until(
+            "SeaweedFS S3",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let client = client.clone();
+                async move {
+                    match client.create_bucket().bucket(BUCKET).send().await {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            let e = aws_sdk_s3::error::DisplayErrorContext(e).to_string();
+                            if e.contains("BucketAlreadyExists")
+                                || e.contains("BucketAlreadyOwnedByYou")
+                            {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
                         }
                     }
                 }
-            }
-        })
+            },
+        )
         .await?;
         Ok(server)
     }

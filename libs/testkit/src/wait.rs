@@ -5,7 +5,12 @@ use std::time::{Duration, Instant};
 
 /// Polls `check` every `every` until it returns `Ok`, or fails with the last error after
 /// `within`.
-pub async fn until<T, E, F, Fut>(what: &str, within: Duration, every: Duration, mut check: F) -> anyhow::Result<T>
+pub async fn until<T, E, F, Fut>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,

@@ -10,9 +10,18 @@ async fn a_postgres_database_per_test_is_created_usable_and_dropped() {
     let db = postgres::TestDatabase::create().await.unwrap();
     let name = db.name().to_owned();
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-    sqlx::query("CREATE TABLE t (id int primary key)").execute(&pool).await.unwrap();
-    sqlx::query("INSERT INTO t VALUES (1), (2)").execute(&pool).await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM t").fetch_one(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE t (id int primary key)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (1), (2)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM t")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(n, 2);
     assert!(postgres::database_exists(&name).await.unwrap());
     // Dropping the database while the pool is still open must work (WITH FORCE).
@@ -30,7 +39,10 @@ async fn two_test_databases_are_isolated() {
     assert_ne!(a.name(), b.name());
     let pa = sqlx::PgPool::connect(a.url()).await.unwrap();
     let pb = sqlx::PgPool::connect(b.url()).await.unwrap();
-    sqlx::query("CREATE TABLE only_in_a (x int)").execute(&pa).await.unwrap();
+    sqlx::query("CREATE TABLE only_in_a (x int)")
+        .execute(&pa)
+        .await
+        .unwrap();
     let missing = sqlx::query("SELECT * FROM only_in_a").execute(&pb).await;
     assert!(missing.is_err(), "table leaked across test databases");
     pa.close().await;
@@ -46,14 +58,22 @@ async fn a_private_redis_starts_answers_and_stops() {
     let v: String = conn.get("k").await.unwrap();
     assert_eq!(v, "v");
     server.kill();
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", server.port())).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+            .await
+            .is_err()
+    );
     server.restart().await.unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let v: Option<String> = conn.get("k").await.unwrap();
     assert_eq!(v, None, "nothing persists across a restart");
     let port = server.port();
     drop(server);
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -73,7 +93,12 @@ async fn a_redis_cluster_of_three_masters_and_three_replicas_serves_every_slot()
     let ports = cluster.ports().to_vec();
     drop(cluster);
     for p in ports {
-        assert!(tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_err(), "node {p} still up");
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .is_err(),
+            "node {p} still up"
+        );
     }
 }
 
@@ -89,11 +114,21 @@ async fn the_in_process_s3_server_stores_objects_and_checks_signatures() {
         .send()
         .await
         .unwrap();
-    let got = client.get_object().bucket(s3::BUCKET).key("originals/a.jpg").send().await.unwrap();
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"bytes");
+    let got = client
+        .get_object()
+        .bucket(s3::BUCKET)
+        .key("originals/a.jpg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"bytes"
+    );
 
     // A client with the wrong secret is refused: the server really verifies SigV4.
-    let credentials = aws_sdk_s3::config::Credentials::new(s3::ACCESS_KEY, "wrong-secret", None, None, "t");
+    let credentials =
+        aws_sdk_s3::config::Credentials::new(s3::ACCESS_KEY, "wrong-secret", None, None, "t");
     let bad = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -103,7 +138,14 @@ async fn the_in_process_s3_server_stores_objects_and_checks_signatures() {
             .credentials_provider(credentials)
             .build(),
     );
-    assert!(bad.get_object().bucket(s3::BUCKET).key("originals/a.jpg").send().await.is_err());
+    assert!(
+        bad.get_object()
+            .bucket(s3::BUCKET)
+            .key("originals/a.jpg")
+            .send()
+            .await
+            .is_err()
+    );
     let endpoint = server.endpoint();
     drop(server);
     let addr = endpoint.trim_start_matches("http://").to_owned();
@@ -135,8 +177,17 @@ async fn seaweedfs_starts_and_round_trips_objects_and_lifecycle_rules() {
         .send()
         .await
         .unwrap();
-    let got = client.get_object().bucket(s3::BUCKET).key("variants/x.webp").send().await.unwrap();
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"webp");
+    let got = client
+        .get_object()
+        .bucket(s3::BUCKET)
+        .key("variants/x.webp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"webp"
+    );
 
     let rule = LifecycleRule::builder()
         .id("expire-tmp")
@@ -148,7 +199,12 @@ async fn seaweedfs_starts_and_round_trips_objects_and_lifecycle_rules() {
     client
         .put_bucket_lifecycle_configuration()
         .bucket(s3::BUCKET)
-        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build().unwrap())
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -178,5 +234,8 @@ async fn the_otlp_receiver_collects_exported_spans() {
     .unwrap();
     let spans = receiver.exported_spans(1, Duration::from_secs(10)).await;
     assert!(spans.iter().any(|s| s.name == "harness-span"), "{spans:#?}");
-    tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
 }

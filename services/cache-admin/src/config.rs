@@ -45,9 +45,12 @@ impl Validate for CacheAdminConfig {
                 "set either redis.url (standalone) or redis.cluster_nodes (cluster), not both",
             ));
         }
-        for (key, url) in std::iter::once(("redis.url", &self.redis.url))
-            .chain(self.redis.cluster_nodes.iter().map(|u| ("redis.cluster_nodes", u)))
-        {
+        for (key, url) in std::iter::once(("redis.url", &self.redis.url)).chain(
+            self.redis
+                .cluster_nodes
+                .iter()
+                .map(|u| ("redis.cluster_nodes", u)),
+        ) {
             if !url.is_empty() && redis::parse_redis_url(url.expose()).is_none() {
                 return Err(ConfigError::new(key, "must be a redis:// or rediss:// URL"));
             }

@@ -76,10 +76,13 @@ impl Application {
     ) -> Result<(), CacheAdminError> {
         let nodes = self.redis_nodes;
         self.server
-            .run(move || {
-                let nodes = nodes.clone();
-                async move { ping_all(&nodes).await }
-            }, shutdown)
+            .run(
+                move || {
+                    let nodes = nodes.clone();
+                    async move { ping_all(&nodes).await }
+                },
+                shutdown,
+            )
             .await?;
         Ok(())
     }

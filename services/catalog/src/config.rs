@@ -49,7 +49,10 @@ impl Validate for CatalogConfig {
         self.server.validate()?;
         self.telemetry.validate()?;
         let url = self.database.url.expose();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
             // The URL may hold a password: name the key and the expected schemes, not the value.
             return Err(ConfigError::new(
                 "database.url",
@@ -57,7 +60,10 @@ impl Validate for CatalogConfig {
             ));
         }
         if self.database.max_connections == 0 {
-            return Err(ConfigError::new("database.max_connections", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
         }
         if self.database.acquire_timeout_ms >= self.server.request_timeout_ms {
             return Err(ConfigError::new(

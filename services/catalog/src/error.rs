@@ -11,7 +11,9 @@ pub enum CatalogError {
 impl CatalogError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            CatalogError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ErrorKind::Unavailable,
+            CatalogError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                ErrorKind::Unavailable
+            }
             CatalogError::Database(_) => ErrorKind::Internal,
             CatalogError::Server(_) => ErrorKind::Internal,
         }

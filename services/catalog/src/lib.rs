@@ -52,10 +52,13 @@ impl Application {
         let store = self.store;
         tracing::info!(backend = store.backend(), "catalog store configured");
         self.server
-            .run(move || {
-                let store = store.clone();
-                async move { store.check().await }
-            }, shutdown)
+            .run(
+                move || {
+                    let store = store.clone();
+                    async move { store.check().await }
+                },
+                shutdown,
+            )
             .await?;
         Ok(())
     }

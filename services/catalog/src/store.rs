@@ -33,10 +33,8 @@ impl Store {
                     .connect_lazy_with(options),
             ))
         } else {
-            let options = PgConnectOptions::from_str(url)?.options([(
-                "statement_timeout",
-                config.statement_timeout_ms.to_string(),
-            )]);
+            let options = PgConnectOptions::from_str(url)?
+                .options([("statement_timeout", config.statement_timeout_ms.to_string())]);
             Ok(Store::Postgres(
                 PgPoolOptions::new()
                     .max_connections(config.max_connections)

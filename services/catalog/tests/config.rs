@@ -20,11 +20,18 @@ fn a_bad_database_url_exits_64_without_echoing_the_secret() {
 #[test]
 fn an_acquire_timeout_above_the_rpc_deadline_exits_64() {
     let out = Command::new(env!("CARGO_BIN_EXE_photos-catalog"))
-        .env("PHOTOS__DATABASE__URL", "postgres://postgres@127.0.0.1:5432/photos")
+        .env(
+            "PHOTOS__DATABASE__URL",
+            "postgres://postgres@127.0.0.1:5432/photos",
+        )
         .env("PHOTOS__DATABASE__ACQUIRE_TIMEOUT_MS", "999999")
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64), "acquire timeout above the RPC deadline is refused");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "acquire timeout above the RPC deadline is refused"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("database.acquire_timeout_ms"));
 }

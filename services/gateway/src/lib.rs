@@ -55,13 +55,27 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         .route("/api/v1/albums", get(list_albums).post(not_implemented))
         .route(
             "/api/v1/albums/{id}",
-            get(not_implemented).patch(not_implemented).delete(not_implemented),
+            get(not_implemented)
+                .patch(not_implemented)
+                .delete(not_implemented),
         )
-        .route("/api/v1/albums/{id}/photos", get(not_implemented).post(not_implemented))
+        .route(
+            "/api/v1/albums/{id}/photos",
+            get(not_implemented).post(not_implemented),
+        )
         .route("/api/v1/photos/recent", get(not_implemented))
-        .route("/api/v1/photos/{id}", get(not_implemented).delete(not_implemented))
-        .route("/api/v1/admin/albums/publish", axum::routing::post(not_implemented))
-        .route("/api/v1/admin/albums/unpublish", axum::routing::post(not_implemented))
+        .route(
+            "/api/v1/photos/{id}",
+            get(not_implemented).delete(not_implemented),
+        )
+        .route(
+            "/api/v1/admin/albums/publish",
+            axum::routing::post(not_implemented),
+        )
+        .route(
+            "/api/v1/admin/albums/unpublish",
+            axum::routing::post(not_implemented),
+        )
         .route("/api/v1/admin/cache-stats", get(not_implemented))
         .route("/api/v1/admin/performance", get(not_implemented))
         .route("/api/openapi.json", get(not_implemented))
@@ -78,7 +92,9 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
 
 impl Application {
     pub fn http_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves; then `/healthz` turns 503 and in-flight requests get

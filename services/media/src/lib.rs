@@ -55,7 +55,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MediaError> {
         self.server
-            .run(|| async { Ok::<(), std::convert::Infallible>(()) }, shutdown)
+            .run(
+                || async { Ok::<(), std::convert::Infallible>(()) },
+                shutdown,
+            )
             .await?;
         Ok(())
     }

@@ -78,12 +78,22 @@ impl MeshConfig {
 impl Validate for MeshConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.telemetry.validate()?;
-        let prefixed = |section: &str, e: ConfigError| ConfigError::new(format!("{section}.{}", e.key), e.message);
-        self.gateway.validate().map_err(|e| prefixed("gateway", e))?;
-        self.catalog.validate().map_err(|e| prefixed("catalog", e))?;
+        let prefixed = |section: &str, e: ConfigError| {
+            ConfigError::new(format!("{section}.{}", e.key), e.message)
+        };
+        self.gateway
+            .validate()
+            .map_err(|e| prefixed("gateway", e))?;
+        self.catalog
+            .validate()
+            .map_err(|e| prefixed("catalog", e))?;
         self.media.validate().map_err(|e| prefixed("media", e))?;
-        self.storage.validate().map_err(|e| prefixed("storage", e))?;
-        self.cache_admin.validate().map_err(|e| prefixed("cache_admin", e))?;
+        self.storage
+            .validate()
+            .map_err(|e| prefixed("storage", e))?;
+        self.cache_admin
+            .validate()
+            .map_err(|e| prefixed("cache_admin", e))?;
         self.metrics.validate().map_err(|e| prefixed("metrics", e))
     }
 }
@@ -166,8 +176,10 @@ impl Mesh {
                 path: data_dir.clone(),
                 source,
             })?;
-            config.catalog.database.url =
-                Secret::new(format!("sqlite://{}", data_dir.join("catalog.db").display()));
+            config.catalog.database.url = Secret::new(format!(
+                "sqlite://{}",
+                data_dir.join("catalog.db").display()
+            ));
             config.cache_admin.redis = Default::default();
             // A per-run secret: the local store only listens on loopback, and nothing outside
             // this process needs to sign requests to it.

@@ -11,11 +11,14 @@ fn main() -> ExitCode {
         let embedded = config.embedded;
         let mesh = Mesh::start(config).await?;
         let a = &mesh.addresses;
-        println!("photos is running{}", if embedded {
-            format!(" on embedded backends (data in {})", data_dir.display())
-        } else {
-            String::new()
-        });
+        println!(
+            "photos is running{}",
+            if embedded {
+                format!(" on embedded backends (data in {})", data_dir.display())
+            } else {
+                String::new()
+            }
+        );
         println!("  gateway      http://{}", a.gateway);
         for (name, addr) in a.grpc() {
             println!("  {name:<12} grpc://{addr}");
@@ -24,7 +27,8 @@ fn main() -> ExitCode {
             println!("  object store http://{store} (local S3)");
         }
         println!("Ctrl-C stops it.");
-        mesh.run_until_stopped(photos_runtime::shutdown::signal()).await?;
+        mesh.run_until_stopped(photos_runtime::shutdown::signal())
+            .await?;
         Ok(())
     })
 }

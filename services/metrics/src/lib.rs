@@ -49,7 +49,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MetricsError> {
         self.server
-            .run(|| async { Ok::<(), std::convert::Infallible>(()) }, shutdown)
+            .run(
+                || async { Ok::<(), std::convert::Infallible>(()) },
+                shutdown,
+            )
             .await?;
         Ok(())
     }

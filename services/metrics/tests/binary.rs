@@ -9,13 +9,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_photos-metrics");
 
 fn run_with(vars: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in vars {
         cmd.env(k, v);
     }
     // Keep it from binding the real default ports should the config unexpectedly load.
     cmd.env("PHOTOS__SERVER__ADMIN_PORT", "0");
-    cmd.stdin(Stdio::null()).output().expect("run photos-metrics")
+    cmd.stdin(Stdio::null())
+        .output()
+        .expect("run photos-metrics")
 }
 
 #[test]
@@ -67,18 +70,27 @@ fn sigterm_drains_and_exits_zero() {
         .expect("photos-metrics logged that it is serving");
     assert!(serving.contains("127.0.0.1:"), "{serving}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "photos-metrics did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "photos-metrics did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("SIGTERM received")), "{rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:#?}"
+    );
     assert!(rest.iter().any(|l| l.contains("drained")), "{rest:#?}");
 }

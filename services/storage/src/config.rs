@@ -57,10 +57,11 @@ impl Validate for StorageConfig {
         if self.s3.bucket.is_empty() {
             return Err(ConfigError::new("s3.bucket", "must not be empty"));
         }
-        if !self.s3.endpoint.is_empty()
-            && !(self.s3.endpoint.starts_with("http://") || self.s3.endpoint.starts_with("https://"))
-        {
-            return Err(ConfigError::new("s3.endpoint", "must be an http:// or https:// URL"));
+        if !self.s3.endpoint.is_empty() && !photos_runtime::config::is_http_url(&self.s3.endpoint) {
+            return Err(ConfigError::new(
+                "s3.endpoint",
+                "must be an http:// or https:// URL",
+            ));
         }
         if self.s3.access_key.is_empty() != self.s3.secret_key.is_empty() {
             return Err(ConfigError::new(

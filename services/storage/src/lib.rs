@@ -78,7 +78,9 @@ pub async fn build(config: StorageConfig) -> Result<Application, StorageError> {
 async fn check_bucket(s3: &aws_sdk_s3::Client, config: &S3Config) -> Result<(), StorageError> {
     match s3.head_bucket().bucket(&config.bucket).send().await {
         Ok(_) => Ok(()),
-        Err(e) if config.create_bucket && e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+        Err(e)
+            if config.create_bucket && e.as_service_error().is_some_and(|s| s.is_not_found()) =>
+        {
             s3.create_bucket()
                 .bucket(&config.bucket)
                 .send()
@@ -110,10 +112,13 @@ impl Application {
     ) -> Result<(), StorageError> {
         let (s3, s3_config) = (self.s3, self.s3_config);
         self.server
-            .run(move || {
-                let (s3, s3_config) = (s3.clone(), s3_config.clone());
-                async move { check_bucket(&s3, &s3_config).await }
-            }, shutdown)
+            .run(
+                move || {
+                    let (s3, s3_config) = (s3.clone(), s3_config.clone());
+                    async move { check_bucket(&s3, &s3_config).await }
+                },
+                shutdown,
+            )
             .await?;
         Ok(())
     }

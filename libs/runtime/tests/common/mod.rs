@@ -75,7 +75,9 @@ pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
 }
 
 pub async fn client(addr: SocketAddr) -> EchoServiceClient<tonic::transport::Channel> {
-    EchoServiceClient::connect(url(addr)).await.expect("connect")
+    EchoServiceClient::connect(url(addr))
+        .await
+        .expect("connect")
 }
 
 /// Polls the health service until `service` reports SERVING.
@@ -101,14 +103,25 @@ pub async fn wait_serving(addr: SocketAddr, service: &str) {
 /// A minimal HTTP/1.1 GET for admin endpoints: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
