@@ -155,13 +155,15 @@ async fn resolve_loop(
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Service<Request<Body>> for Channel {
     type Response = Response<Body>;
-    type Error = tonic::transport::Error;
+    type Error = BoxError;
     type Future = BoxFuture<'static, Result<Response<Body>, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
@@ -202,7 +204,18 @@ impl Service<Request<Body>> for Channel {
         let recorder = span.clone();
         Box::pin(
             async move {
-                let response = future.await?;
+                // The server enforces `grpc-timeout` too, but a call that never reaches one (no
+                // address resolved yet, connect hanging) must not outlive its deadline either.
+                // A `Status` boxed here reaches the caller unchanged.
+                let response = match tokio::time::timeout(timeout, future).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        return Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                            "no response from the upstream within {} ms",
+                            timeout.as_millis()
+                        ))) as BoxError);
+                    }
+                };
                 let code = response
                     .headers()
                     .get("grpc-status")

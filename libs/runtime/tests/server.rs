@@ -330,3 +330,55 @@ async fn over_the_concurrency_limit_calls_are_shed_but_health_still_answers() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_dns_upstream_is_resolved_and_balanced_client_side() {
+    use photos_proto::testing::v1::echo_service_client::EchoServiceClient;
+    use photos_runtime::UpstreamConfig;
+    use photos_runtime::client::Channel;
+
+    let server = bind_echo(test_server_config()).await;
+    let grpc = server.grpc_addr();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        server
+            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
+            .await
+    });
+    wait_serving(grpc, ECHO).await;
+
+    // `localhost` may also resolve to ::1, where nothing listens: the balancer must route
+    // around the dead address rather than fail.
+    let mut upstream = UpstreamConfig::new(format!("dns://localhost:{}", grpc.port()));
+    upstream.dns_refresh_ms = 100;
+    let mut echo = EchoServiceClient::new(Channel::connect_lazy(&upstream).unwrap());
+    for i in 0..5 {
+        let answer = echo
+            .echo(EchoRequest {
+                message: format!("via dns {i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("a call through the DNS-balanced channel succeeds");
+        assert_eq!(answer.into_inner().message, format!("via dns {i}"));
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_call_to_an_unresolvable_upstream_fails_at_its_deadline_instead_of_hanging() {
+    use photos_proto::testing::v1::echo_service_client::EchoServiceClient;
+    use photos_runtime::UpstreamConfig;
+    use photos_runtime::client::Channel;
+
+    let mut upstream = UpstreamConfig::new("dns://no-such-host.invalid:50051");
+    upstream.request_timeout_ms = 300;
+    let mut echo = EchoServiceClient::new(Channel::connect_lazy(&upstream).unwrap());
+    let status = echo
+        .echo(EchoRequest::default())
+        .await
+        .expect_err("nothing can answer");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
