@@ -9,6 +9,7 @@
 //! - [`s3::TestS3`]: the in-process S3 server; [`s3::SeaweedFs`] where AWS semantics matter.
 //! - [`otlp`]: an in-process OTLP receiver.
 
+pub mod faults;
 pub mod otlp;
 pub mod ports;
 pub mod postgres;

@@ -4,17 +4,51 @@ use photos_runtime::ErrorKind;
 pub enum StorageError {
     #[error(transparent)]
     Server(#[from] photos_runtime::server::ServerError),
+    #[error("invalid {field}: {message}")]
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
+    #[error("object not found: {key}")]
+    NotFound { key: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("sha256 mismatch for {key}: header says {expected}, received bytes hash to {actual}")]
+    ChecksumMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
     #[error("object store unavailable: {0}")]
     S3(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl StorageError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        StorageError::InvalidArgument {
+            field,
+            message: message.into(),
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StorageError::Server(_) => ErrorKind::Internal,
+            StorageError::Server(_) | StorageError::Internal(_) => ErrorKind::Internal,
+            StorageError::InvalidArgument { .. } | StorageError::ChecksumMismatch { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            StorageError::NotFound { .. } => ErrorKind::NotFound,
+            StorageError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             StorageError::S3(_) => ErrorKind::Unavailable,
         }
     }
+}
+
+/// An aws-sdk-s3 error with its full context (service code, message, request id).
+pub fn describe<E: std::error::Error + 'static>(e: E) -> StorageError {
+    StorageError::S3(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
 }
 
 impl From<StorageError> for tonic::Status {

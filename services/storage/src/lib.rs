@@ -3,51 +3,25 @@
 
 pub mod config;
 pub mod error;
+mod grpc;
+pub mod keys;
+pub mod store;
+pub mod upload;
+pub mod urls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use photos_proto::storage::v1::storage_service_server::{StorageService, StorageServiceServer};
+use photos_proto::storage::v1::storage_service_server::StorageServiceServer;
 use photos_runtime::server::{BoundServer, ServerBuilder};
 
 pub use config::StorageConfig;
 pub use error::StorageError;
+pub use store::s3_client;
 
 use crate::config::S3Config;
-
-/// RPCs answer UNIMPLEMENTED through the generated default stubs until their issue lands.
-struct StorageGrpc {
-    #[allow(dead_code)]
-    s3: aws_sdk_s3::Client,
-    #[allow(dead_code)]
-    bucket: String,
-}
-
-#[tonic::async_trait]
-impl StorageService for StorageGrpc {}
-
-/// An S3 client for `config`: static credentials when given, else the standard AWS chain.
-pub async fn s3_client(config: &S3Config) -> aws_sdk_s3::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(config.region.clone()));
-    if !config.access_key.is_empty() {
-        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            config.access_key.expose(),
-            config.secret_key.expose(),
-            None,
-            None,
-            "photos-config",
-        ));
-    }
-    if !config.endpoint.is_empty() {
-        loader = loader.endpoint_url(&config.endpoint);
-    }
-    let shared = loader.load().await;
-    let s3_config = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(config.force_path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(s3_config)
-}
+use crate::error::describe;
 
 pub struct Application {
     server: BoundServer,
@@ -57,11 +31,9 @@ pub struct Application {
 
 pub async fn build(config: StorageConfig) -> Result<Application, StorageError> {
     let s3 = s3_client(&config.s3).await;
-    let service = StorageServiceServer::new(StorageGrpc {
-        s3: s3.clone(),
-        bucket: config.s3.bucket.clone(),
-    })
-    .max_decoding_message_size(config.server.max_message_bytes);
+    let store = Arc::new(store::Store::new(s3.clone(), config.clone())?);
+    let service = StorageServiceServer::new(grpc::StorageGrpc { store })
+        .max_decoding_message_size(config.server.max_message_bytes);
     let server = ServerBuilder::new("storage", config.server.clone())
         .add_service(service)
         .descriptor(photos_proto::storage::v1::FILE_DESCRIPTOR_SET)
@@ -90,10 +62,6 @@ async fn check_bucket(s3: &aws_sdk_s3::Client, config: &S3Config) -> Result<(), 
         }
         Err(e) => Err(describe(e)),
     }
-}
-
-fn describe<E: std::error::Error + 'static>(e: E) -> StorageError {
-    StorageError::S3(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
 }
 
 impl Application {
