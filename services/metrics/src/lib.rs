@@ -1,36 +1,47 @@
 //! The metrics service: aggregates per-request reports from every replica into a performance
-//! report (issue "Metrics service and observability").
+//! report, and exposes the same on its `/metrics` (issue "Metrics service and observability").
 
+pub mod aggregate;
 pub mod config;
 pub mod error;
+mod grpc;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-use photos_proto::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use std::sync::Arc;
+
+use photos_proto::metrics::v1::metrics_service_server::MetricsServiceServer;
 use photos_runtime::server::{BoundServer, ServerBuilder};
 
 pub use config::MetricsConfig;
 pub use error::MetricsError;
-
-/// RPCs answer UNIMPLEMENTED through the generated default stubs until their issue lands.
-struct MetricsGrpc;
-
-#[tonic::async_trait]
-impl MetricsService for MetricsGrpc {}
 
 pub struct Application {
     server: BoundServer,
 }
 
 pub async fn build(config: MetricsConfig) -> Result<Application, MetricsError> {
-    let service = MetricsServiceServer::new(MetricsGrpc)
-        .max_decoding_message_size(config.server.max_message_bytes);
+    let aggregator = Arc::new(aggregate::Aggregator::new(aggregate::Limits {
+        retention_minutes: config.report.retention_minutes,
+        top_n: config.report.top_n,
+        slow_request: std::time::Duration::from_millis(config.report.slow_request_ms),
+        n_plus_one_statements: config.report.n_plus_one_statements,
+    }));
+    let exported = grpc::Exported::default();
+    let service = MetricsServiceServer::new(grpc::MetricsGrpc {
+        aggregator,
+        exported: exported.clone(),
+    })
+    .max_decoding_message_size(config.server.max_message_bytes);
     let server = ServerBuilder::new("metrics", config.server.clone())
         .add_service(service)
         .descriptor(photos_proto::metrics::v1::FILE_DESCRIPTOR_SET)
         .bind()
         .await?;
+    // Families share their storage with their clones, so the service's copies feed the
+    // registry the server serves on `/metrics`.
+    server.metrics().with_registry(|r| exported.register(r));
     Ok(Application { server })
 }
 
