@@ -9,6 +9,15 @@ pub struct CatalogConfig {
     pub server: ServerConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub page_tokens: PageTokenConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PageTokenConfig {
+    /// HMAC key signing page tokens. Replicas behind one load balancer must share it; empty
+    /// means a random key per process (tokens die with the process), fine for a single instance.
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +30,8 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// Postgres `statement_timeout` for every connection.
     pub statement_timeout_ms: u64,
+    /// Statements at least this slow are logged (SQL, duration, trace id) and counted.
+    pub slow_statement_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -30,6 +41,7 @@ impl Default for DatabaseConfig {
             max_connections: 20,
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: 5_000,
+            slow_statement_ms: 100,
         }
     }
 }
@@ -40,6 +52,7 @@ impl Default for CatalogConfig {
             server: ServerConfig::with_ports(50051, 9101),
             telemetry: TelemetryConfig::default(),
             database: DatabaseConfig::default(),
+            page_tokens: PageTokenConfig::default(),
         }
     }
 }

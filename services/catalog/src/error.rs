@@ -1,27 +1,72 @@
 use photos_runtime::ErrorKind;
 
+use crate::token::BadToken;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("database unavailable: {0}")]
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error(
+        "album {album_id} has a photo at the highest order ({max}); reorder its photos before adding more",
+        max = i32::MAX
+    )]
+    OrderOverflow { album_id: i64 },
+    #[error(transparent)]
+    BadToken(#[from] BadToken),
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database returned an unreadable row: {0}")]
+    Decode(#[from] serde_json::Error),
     #[error(transparent)]
     Server(#[from] photos_runtime::server::ServerError),
 }
 
 impl CatalogError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CatalogError::InvalidArgument(message.into())
+    }
+
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        CatalogError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
+            CatalogError::InvalidArgument(_) | CatalogError::BadToken(_) => {
+                ErrorKind::InvalidArgument
+            }
+            CatalogError::NotFound { .. } => ErrorKind::NotFound,
+            CatalogError::OrderOverflow { .. } => ErrorKind::FailedPrecondition,
             CatalogError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 ErrorKind::Unavailable
             }
-            CatalogError::Database(_) => ErrorKind::Internal,
-            CatalogError::Server(_) => ErrorKind::Internal,
+            // Postgres query_canceled: statement_timeout fired.
+            CatalogError::Database(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("57014") =>
+            {
+                ErrorKind::DeadlineExceeded
+            }
+            CatalogError::Database(_)
+            | CatalogError::Migrate(_)
+            | CatalogError::Decode(_)
+            | CatalogError::Server(_) => ErrorKind::Internal,
         }
     }
 }
 
 impl From<CatalogError> for tonic::Status {
     fn from(e: CatalogError) -> Self {
-        e.kind().status(e.to_string())
+        let kind = e.kind();
+        if matches!(kind, ErrorKind::Internal | ErrorKind::Unavailable) {
+            tracing::error!(error = %e, "catalog call failed");
+        }
+        kind.status(e.to_string())
     }
 }

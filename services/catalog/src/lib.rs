@@ -1,9 +1,13 @@
 //! The catalog service: albums and photos on PostgreSQL (or the embedded SQLite database).
 
+pub mod accounting;
+pub mod catalog;
 pub mod config;
 pub mod error;
 mod grpc;
+pub mod model;
 pub mod store;
+pub mod token;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,9 +15,11 @@ use std::net::SocketAddr;
 use photos_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use photos_runtime::server::{BoundServer, ServerBuilder};
 
+use catalog::Catalog;
 pub use config::CatalogConfig;
 pub use error::CatalogError;
 use store::Store;
+use token::TokenKey;
 
 pub struct Application {
     server: BoundServer,
@@ -23,15 +29,24 @@ pub struct Application {
 /// Binds the ports and prepares the pool; nothing is served until `run_until_stopped`.
 pub async fn build(config: CatalogConfig) -> Result<Application, CatalogError> {
     let store = Store::connect_lazy(&config.database)?;
-    let service = CatalogServiceServer::new(grpc::CatalogGrpc {
-        store: store.clone(),
-    })
-    .max_decoding_message_size(config.server.max_message_bytes);
+    let secret = config.page_tokens.secret.expose();
+    let tokens = if secret.is_empty() {
+        // Per-process key: fine for one instance; replicas must share page_tokens.secret.
+        TokenKey::new(uuid::Uuid::new_v4().as_bytes())
+    } else {
+        TokenKey::new(secret.as_bytes())
+    };
+    let catalog = Catalog::new(store.clone(), tokens);
+    let service = CatalogServiceServer::new(grpc::CatalogGrpc { catalog })
+        .max_decoding_message_size(config.server.max_message_bytes);
     let server = ServerBuilder::new("catalog", config.server.clone())
         .add_service(service)
         .descriptor(photos_proto::catalog::v1::FILE_DESCRIPTOR_SET)
         .bind()
         .await?;
+    server
+        .metrics()
+        .with_registry(|registry| store.register_metrics(registry));
     Ok(Application { server, store })
 }
 
@@ -44,7 +59,8 @@ impl Application {
         self.server.admin_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains. SERVING once the database answers.
+    /// Serves until `shutdown` resolves, then drains. SERVING once migrations have run and the
+    /// database answers.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -55,7 +71,7 @@ impl Application {
             .run(
                 move || {
                     let store = store.clone();
-                    async move { store.check().await }
+                    async move { store.migrate_and_check().await }
                 },
                 shutdown,
             )
