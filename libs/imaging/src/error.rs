@@ -22,6 +22,8 @@ pub enum ImagingError {
     },
     #[error("image is {width}x{height}, a side above the limit of {max} pixels")]
     DimensionTooLarge { width: u32, height: u32, max: u32 },
+    #[error("image exceeds the decoder limits: {reason}")]
+    DecoderLimit { reason: String },
     #[error("icc profile is {bytes} bytes, above the limit of {max} bytes")]
     IccTooLarge { bytes: usize, max: usize },
     #[error("invalid option: {0}")]
@@ -42,6 +44,7 @@ impl ImagingError {
                 | ImagingError::TooManyPixels { .. }
                 | ImagingError::DimensionTooLarge { .. }
                 | ImagingError::IccTooLarge { .. }
+                | ImagingError::DecoderLimit { .. }
         )
     }
 

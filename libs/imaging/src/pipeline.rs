@@ -233,7 +233,7 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
     }
     // Biggest (slowest) encodes start first so the tail is short.
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Vec<u8>, ImagingError>>>> =
+    let results: Mutex<Vec<Option<EncodeResult>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
     let workers = options.threads.clamp(1, jobs.len().max(1));
     std::thread::scope(|s| {
@@ -292,6 +292,8 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
         variants,
     })
 }
+
+type EncodeResult = Result<Vec<u8>, ImagingError>;
 
 /// A TIFF/EXIF block holding only the Copyright tag.
 fn copyright_tiff(copyright: &str) -> Option<Vec<u8>> {

@@ -137,6 +137,11 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
             (w, h, false, segs.icc, segs.exif, cmyk)
         }
         Format::Png | Format::WebP | Format::Gif => {
+            // Read the declared size straight from the header so the error names it, before
+            // any decoder (and its buffers) exists.
+            if let Some((w, h)) = declared_size(bytes, format) {
+                limits.check_dimensions(w.max(1), h.max(1))?;
+            }
             let mut decoder = header_decoder(bytes, format, limits)?;
             let (w, h) = decoder.dimensions();
             limits.check_dimensions(w, h)?;
@@ -199,10 +204,8 @@ pub(crate) fn header_decoder<'a>(
     limits: &Limits,
 ) -> Result<Box<dyn ImageDecoder + 'a>, ImagingError> {
     let map = |e: image::ImageError| match e {
-        image::ImageError::Limits(_) => ImagingError::DimensionTooLarge {
-            width: 0,
-            height: 0,
-            max: limits.max_dimension,
+        image::ImageError::Limits(e) => ImagingError::DecoderLimit {
+            reason: e.to_string(),
         },
         other => ImagingError::Corrupt {
             format: format.name(),
@@ -221,6 +224,23 @@ pub(crate) fn header_decoder<'a>(
     };
     decoder.set_limits(limits.image_limits()).map_err(map)?;
     Ok(decoder)
+}
+
+/// PNG IHDR or GIF logical screen size; WebP is left to its decoder (three chunk layouts).
+fn declared_size(bytes: &[u8], format: Format) -> Option<(u32, u32)> {
+    match format {
+        Format::Png if bytes.get(12..16)? == b"IHDR" => {
+            let w = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
+            let h = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
+            Some((w, h))
+        }
+        Format::Gif => {
+            let w = u16::from_le_bytes(bytes.get(6..8)?.try_into().ok()?);
+            let h = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?);
+            Some((u32::from(w), u32::from(h)))
+        }
+        _ => None,
+    }
 }
 
 fn taken_at(exif: &exif::Exif) -> Option<TakenAt> {
