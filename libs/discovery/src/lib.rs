@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -30,6 +30,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// The header carrying an ACL token (documented alternative to `Authorization: Bearer`).
 const TOKEN_HEADER: &str = "X-Consul-Token";
+/// Largest agent answer read: a health list of thousands of instances fits; a runaway body
+/// does not take the process's memory with it.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// The header carrying the index a blocking query waits past.
 pub const INDEX_HEADER: &str = "X-Consul-Index";
 
@@ -278,7 +282,7 @@ impl ConsulClient {
             .map_err(|_| transport(format!("no answer within {timeout:?}")))?
             .map_err(|e| transport(e.to_string()))?;
         let (parts, body) = response.into_parts();
-        let bytes = tokio::time::timeout(timeout, body.collect())
+        let bytes = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
             .await
             .map_err(|_| transport(format!("body not read within {timeout:?}")))?
             .map_err(|e| transport(e.to_string()))?
@@ -382,6 +386,16 @@ impl ConsulClient {
             .collect();
         Ok((instances, new_index))
     }
+}
+
+/// The service name of a `consul://<service>` upstream address, for a resolver that wants to
+/// offer Consul next to `http://` and `dns://` (e.g. `PHOTOS__CATALOG__ADDRESS=consul://photos-catalog`).
+pub fn consul_service(address: &str) -> Option<&str> {
+    address
+        .trim()
+        .strip_prefix("consul://")
+        .map(|s| s.trim_end_matches('/'))
+        .filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
 /// Percent-encodes a path segment (IDs may hold characters that are not path-safe).
@@ -559,6 +573,21 @@ mod tests {
             ..ConsulConfig::default()
         };
         assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn consul_addresses_name_one_service() {
+        assert_eq!(
+            consul_service("consul://photos-catalog"),
+            Some("photos-catalog")
+        );
+        assert_eq!(
+            consul_service(" consul://photos-catalog/ "),
+            Some("photos-catalog")
+        );
+        assert_eq!(consul_service("consul://"), None);
+        assert_eq!(consul_service("consul://a/b"), None);
+        assert_eq!(consul_service("dns://photos-catalog:50051"), None);
     }
 
     #[test]
