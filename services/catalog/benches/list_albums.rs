@@ -1,1 +1,294 @@
-fn main() {}
+//! List-albums benchmark: seeds 1,000 albums × 50 photos (each with a thumbnail) in a fresh
+//! Postgres database, then at a fixed concurrency measures, side by side in one run:
+//!
+//! - `grpc empty`: grpc.health.v1.Health/Check on the same tonic server (the gRPC floor),
+//! - `sql direct`: the exact list-albums statement (20 per page) run through sqlx (the
+//!   database floor),
+//! - `grpc list`: CatalogService/ListAlbums, 20 per page, uncached.
+//!
+//! Run: `cargo bench -p photos-catalog --bench list_albums` (env: BENCH_SECONDS per scenario,
+//! default 10; BENCH_CONCURRENCY, default 16). The cached-hit scenario needs the cache library.
+#![allow(clippy::print_stdout)] // a bench binary's output is its report
+
+use std::time::{Duration, Instant};
+
+use photos_catalog::CatalogConfig;
+use photos_catalog::catalog::Catalog;
+use photos_catalog::model::AlbumQuery;
+use photos_catalog::store::{Arg, Statement, Store};
+use photos_catalog::token::TokenKey;
+use photos_proto::catalog::v1::ListAlbumsRequest;
+use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use photos_runtime::Secret;
+use photos_testkit::postgres::TestDatabase;
+use sqlx::{AssertSqlSafe, Connection};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const ALBUMS: i64 = 1_000;
+const PHOTOS_PER_ALBUM: i64 = 50;
+const PAGE: i32 = 20;
+
+struct Figures {
+    name: &'static str,
+    calls: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Figures {
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `op` from `concurrency` tasks for `warmup + seconds`, recording latencies after warmup.
+async fn measure<F, Fut>(
+    name: &'static str,
+    concurrency: usize,
+    seconds: u64,
+    op: F,
+) -> anyhow::Result<Figures>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let warmup = Duration::from_secs(1);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let until = measure_from + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let t = Instant::now();
+                if t >= until {
+                    return anyhow::Ok(latencies);
+                }
+                op(worker).await?;
+                if t >= measure_from {
+                    latencies.push(t.elapsed());
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok(Figures {
+        name,
+        calls: all.len(),
+        elapsed: Duration::from_secs(seconds),
+        p50: at(0.50),
+        p99: at(0.99),
+    })
+}
+
+async fn seed(url: &str) -> anyhow::Result<()> {
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    let sql = format!(
+        "INSERT INTO albums (title, description, owner_id, is_published, \"order\", created_at, updated_at) \
+         SELECT 'album ' || i, '', 'owner', i % 2 = 0, i % 10, 1000000000000 + i, 1000000000000 + i \
+         FROM generate_series(1, {ALBUMS}) i;
+         INSERT INTO photos (album_id, title, \"order\", original_key, content_sha256, bytes, format, \
+         status, dominant_color, created_at, updated_at) \
+         SELECT a.id, 'p' || j, j, 'originals/' || a.id || '/' || j, lpad(to_hex(a.id * 1000 + j), 64, '0'), \
+         100000, 1, 2, '#336699', a.created_at + j, a.created_at + j \
+         FROM albums a CROSS JOIN generate_series(0, {last}) j;
+         INSERT INTO photo_variants (photo_id, preset, format, object_key, width, height, bytes) \
+         SELECT id, 'thumbnail', 3, 'variants/' || id || '/thumbnail.webp', 400, 300, 5000 FROM photos;
+         ANALYZE;",
+        last = PHOTOS_PER_ALBUM - 1
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await?;
+    Ok(())
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::QueryScalar<'q, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
+    args: &[Arg],
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, String, sqlx::postgres::PgArguments> {
+    for a in args {
+        q = match a {
+            Arg::I64(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::Bool(v) => q.bind(*v),
+            Arg::NullI64 => q.bind(None::<i64>),
+        };
+    }
+    q
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env("BENCH_SECONDS", 10);
+    let concurrency = env("BENCH_CONCURRENCY", 16) as usize;
+    let db = TestDatabase::create().await?;
+
+    let mut config = CatalogConfig::default();
+    config.server.grpc_port = 0;
+    config.server.admin_port = 0;
+    config.server.drain_delay_ms = 0;
+    config.server.concurrency_limit = concurrency * 4;
+    config.database.url = Secret::new(db.url());
+    config.database.max_connections = concurrency as u32;
+    let pool_config = config.database.clone();
+    let app = photos_catalog::build(config).await?;
+    let grpc = app.grpc_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    // SERVING = migrations applied; then seed.
+    let mut health = HealthClient::new(channel.clone());
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.ok() == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seeding = Instant::now();
+    seed(db.url()).await?;
+    println!(
+        "seeded {ALBUMS} albums x {PHOTOS_PER_ALBUM} photos (+ thumbnails) in {:.1} s; \
+         concurrency {concurrency}, {seconds} s per scenario after 1 s warm-up\n",
+        seeding.elapsed().as_secs_f64()
+    );
+
+    // The statement the RPC runs for the first page, taken from the catalog itself.
+    let store = Store::connect_lazy(&pool_config)?;
+    let statement: Statement = Catalog::new(store, TokenKey::new(b"bench")).list_albums_statement(
+        &AlbumQuery {
+            preview_count: 4,
+            ..Default::default()
+        },
+        None,
+        i64::from(PAGE) + 1,
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(concurrency as u32)
+        .connect(db.url())
+        .await?;
+
+    // One HTTP/2 connection per 4 workers, as a client-side pool would.
+    let mut channels = Vec::new();
+    for _ in 0..concurrency.div_ceil(4) {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+                .connect()
+                .await?,
+        );
+    }
+
+    let mut results = Vec::new();
+    {
+        let channels = channels.clone();
+        results.push(
+            measure("grpc empty (health)", concurrency, seconds, move |w| {
+                let mut client = HealthClient::new(channels[w / 4].clone());
+                async move {
+                    client
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+    }
+    {
+        let pool = pool.clone();
+        let statement = statement.clone();
+        results.push(
+            measure("sql direct (sqlx)", concurrency, seconds, move |_| {
+                let pool = pool.clone();
+                let statement = statement.clone();
+                async move {
+                    let rows = bind(
+                        sqlx::query_scalar::<_, String>(AssertSqlSafe(statement.sql.clone())),
+                        &statement.args,
+                    )
+                    .fetch_all(&pool)
+                    .await?;
+                    anyhow::ensure!(rows.len() == PAGE as usize + 1);
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+    }
+    {
+        let channels = channels.clone();
+        results.push(
+            measure("grpc list (uncached)", concurrency, seconds, move |w| {
+                let mut client = CatalogServiceClient::new(channels[w / 4].clone());
+                async move {
+                    let page = client
+                        .list_albums(ListAlbumsRequest {
+                            page_size: PAGE,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    anyhow::ensure!(page.albums.len() == PAGE as usize);
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+    }
+
+    println!(
+        "{:<22} {:>10} {:>12} {:>10} {:>10}",
+        "scenario", "calls", "calls/s", "p50 ms", "p99 ms"
+    );
+    for r in &results {
+        println!(
+            "{:<22} {:>10} {:>12.0} {:>10.3} {:>10.3}",
+            r.name,
+            r.calls,
+            r.throughput(),
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3
+        );
+    }
+    let (empty, sql, list) = (&results[0], &results[1], &results[2]);
+    println!(
+        "\nratio grpc list / sql direct  (throughput): {:.2}  (target >= 0.70 uncached)",
+        list.throughput() / sql.throughput()
+    );
+    println!(
+        "ratio grpc list / grpc empty  (throughput): {:.2}  (cached target >= 0.60 needs the cache library)",
+        list.throughput() / empty.throughput()
+    );
+    println!("cached hit: not measured (the cache library is not wired into the catalog yet)");
+
+    let _ = stop.send(());
+    let _ = server.await;
+    drop(db);
+    Ok(())
+}
