@@ -24,6 +24,7 @@ pub type Client = CatalogServiceClient<Channel>;
 pub struct TestApp {
     pub client: Client,
     pub grpc: SocketAddr,
+    pub admin: SocketAddr,
     pub backend: Backend,
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -33,6 +34,13 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut CatalogConfig),
+) -> TestApp {
     let (url, postgres, dir) = match backend {
         Backend::Postgres => {
             let db = TestDatabase::create().await.expect("create test database");
@@ -50,8 +58,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     config.server.drain_delay_ms = 0;
     config.database.url = Secret::new(url.clone());
     config.database.max_connections = 8;
+    configure(&mut config);
     let app = photos_catalog::build(config).await.expect("build catalog");
     let grpc = app.grpc_addr();
+    let admin = app.admin_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -69,6 +79,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     TestApp {
         client: CatalogServiceClient::new(channel),
         grpc,
+        admin,
         backend,
         url,
         stop: Some(stop),
@@ -300,4 +311,26 @@ fn photo_insert(rows: &[String]) -> String {
         "INSERT INTO photos (album_id, title, \"order\", original_key, content_sha256, bytes, format, status, created_at, updated_at) VALUES {};\n",
         rows.join(", ")
     )
+}
+
+/// The admin port's Prometheus text.
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    raw
+}
+
+/// The value of a metric line starting with `name` (labels included in `name` if needed).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
 }

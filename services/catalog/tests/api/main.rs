@@ -45,4 +45,5 @@ for_each_backend!(
     reorder_and_batch_publish,
     recent_photos_page_newest_first,
     stats_and_object_key_stream,
+    slow_statements_are_counted_over_the_threshold,
 );

@@ -913,3 +913,31 @@ pub async fn stats_and_object_key_stream(backend: Backend) {
     assert!(batches > 1);
     assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 2400);
 }
+
+pub async fn slow_statements_are_counted_over_the_threshold(backend: Backend) {
+    // A threshold of 0 ms makes every statement "slow": the detector must see each one.
+    let app = spawn_app_with(backend, |c| c.database.slow_statement_ms = 0).await;
+    let album = app.create_album("slow", false, 0).await;
+    let before = metric(
+        &metrics_text(app.admin).await,
+        "photos_catalog_db_slow_statements_total",
+    );
+    let mut c = app.client();
+    let mut ran = 0;
+    for _ in 0..3 {
+        let r = c
+            .get_album(GetAlbumRequest {
+                id: album.id.clone(),
+                photo_page_size: 0,
+            })
+            .await
+            .unwrap();
+        ran += statements(&r);
+    }
+    let text = metrics_text(app.admin).await;
+    let after = metric(&text, "photos_catalog_db_slow_statements_total");
+    assert_eq!(after - before, f64::from(ran));
+    assert!(ran >= 3);
+    // The default threshold (100 ms) is configurable and the statement counter is exported.
+    assert!(metric(&text, "photos_catalog_db_statements_total") >= f64::from(ran));
+}
