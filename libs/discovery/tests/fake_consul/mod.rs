@@ -11,6 +11,9 @@
 //!
 //! It is not Consul: no catalog sync, no anti-entropy, no ACLs (the token is only recorded).
 
+// Shared by several test binaries; each uses a different subset of the helpers.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
