@@ -2,11 +2,14 @@
 
 pub mod config;
 pub mod error;
+mod grpc;
+mod processor;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use photos_proto::media::v1::media_service_server::{MediaService, MediaServiceServer};
+use photos_proto::media::v1::media_service_server::MediaServiceServer;
 use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
 use photos_runtime::client::Channel;
 use photos_runtime::server::{BoundServer, ServerBuilder};
@@ -14,23 +17,25 @@ use photos_runtime::server::{BoundServer, ServerBuilder};
 pub use config::MediaConfig;
 pub use error::MediaError;
 
-/// RPCs answer UNIMPLEMENTED through the generated default stubs until their issue lands.
-struct MediaGrpc {
-    #[allow(dead_code)]
-    storage: StorageServiceClient<Channel>,
-}
-
-#[tonic::async_trait]
-impl MediaService for MediaGrpc {}
-
 pub struct Application {
     server: BoundServer,
 }
 
 pub async fn build(config: MediaConfig) -> Result<Application, MediaError> {
     let storage = StorageServiceClient::new(Channel::connect_lazy(&config.storage)?);
-    let service = MediaServiceServer::new(MediaGrpc { storage })
-        .max_decoding_message_size(config.server.max_message_bytes);
+    // Originals arrive as streams of chunks, so the per-message limit only bounds one chunk;
+    // it is raised above tonic's 4 MiB default on purpose (clients may send 4 MiB chunks plus
+    // framing), and responses carry descriptors, never image bytes.
+    let storage = storage
+        .max_decoding_message_size(config.server.max_message_bytes)
+        .max_encoding_message_size(config.server.max_message_bytes);
+    let service = MediaServiceServer::new(grpc::MediaGrpc {
+        storage,
+        processor: Arc::new(processor::Processor::new(&config.pipeline)),
+        upload_chunk_bytes: config.pipeline.upload_chunk_bytes,
+    })
+    .max_decoding_message_size(config.server.max_message_bytes)
+    .max_encoding_message_size(config.server.max_message_bytes);
     let server = ServerBuilder::new("media", config.server.clone())
         .add_service(service)
         .descriptor(photos_proto::media::v1::FILE_DESCRIPTOR_SET)
