@@ -1,0 +1,83 @@
+//! The remote tier behind one trait: in-process memory, Redis standalone, Redis Cluster.
+
+mod cluster;
+mod memory;
+mod standalone;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use cluster::ClusterBackend;
+pub use memory::MemoryBackend;
+pub use standalone::StandaloneBackend;
+
+use crate::CacheError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Memory,
+    Redis,
+    RedisCluster,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Redis => "redis",
+            BackendKind::RedisCluster => "redis-cluster",
+        }
+    }
+}
+
+/// What the server reports about itself (summed over masters in a cluster).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub keys: u64,
+    pub memory_bytes: u64,
+}
+
+/// The remote tier. Every method may fail when the server is unreachable; the cache decides
+/// what to do about it (fallback, breaker).
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn kind(&self) -> BackendKind;
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
+    /// Removes keys; returns how many existed.
+    async fn delete(&self, keys: &[String]) -> Result<u64, CacheError>;
+    /// Removes every key matching a glob (SCAN on every master, UNLINK in batches).
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError>;
+    /// Counts keys matching a glob (SCAN on every master).
+    async fn count_pattern(&self, pattern: &str) -> Result<u64, CacheError>;
+    /// Reads a counter (absent = 0).
+    async fn get_counter(&self, key: &str) -> Result<u64, CacheError>;
+    /// Atomically increments a counter, returning the new value.
+    async fn incr(&self, key: &str, by: u64) -> Result<u64, CacheError>;
+    /// Adds to fields of a hash (cross-process stats).
+    async fn hincr(&self, key: &str, fields: &[(&str, u64)]) -> Result<(), CacheError>;
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, u64)>, CacheError>;
+    async fn publish(&self, channel: &str, message: String) -> Result<(), CacheError>;
+    /// Subscribes to a channel; `None` when the backend is in-process (nothing to hear).
+    /// The stream ends when the connection drops.
+    async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<Option<BoxStream<'static, String>>, CacheError>;
+    /// A cheap round-trip that proves the data path works.
+    async fn ping(&self) -> Result<(), CacheError>;
+    async fn info(&self) -> Result<BackendInfo, CacheError>;
+}
+
+/// Parses `used_memory:` from INFO memory.
+pub(crate) fn used_memory(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Keys per UNLINK / SCAN COUNT batch.
+pub(crate) const BATCH: usize = 500;

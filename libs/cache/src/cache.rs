@@ -1,0 +1,1057 @@
+//! The two-tier cache: an in-process L1 (moka) in front of a remote backend, coherent through
+//! pub/sub invalidation messages, with a breaker, a replay queue for invalidations issued while
+//! the remote is down, generation scopes for O(1) cascades, and per-key single-flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::backend::{
+    Backend, BackendInfo, BackendKind, ClusterBackend, MemoryBackend, StandaloneBackend,
+};
+use crate::config::CacheConfig;
+use crate::keys::{ALBUM_LISTS_SCOPE, CacheKey, KeyBuilder, KeySpace, album_scope, glob_match};
+use crate::policy::{CacheName, Policy};
+use crate::stats::{Counters, Stats, StatsSnapshot};
+use crate::{CacheError, Codec};
+
+/// Generations made up locally while the remote is down carry this bit, so they can never
+/// equal a generation the remote handed out before the outage.
+const LOCAL_GENERATION: u64 = 1 << 63;
+const HEADER: usize = 8;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Stored bytes: 8 bytes of absolute expiry (unix ms, LE) then the codec's bytes. The expiry
+/// lets any reader (in any process) decide on early refresh.
+#[derive(Clone)]
+struct Envelope(Bytes);
+
+impl Envelope {
+    fn new(
+        codec: &Codec,
+        value: &(impl Serialize + ?Sized),
+        ttl: Duration,
+    ) -> Result<Self, CacheError> {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&(now_ms() + ttl.as_millis() as u64).to_le_bytes());
+        codec.encode_into(value, &mut buf)?;
+        Ok(Envelope(Bytes::from(buf)))
+    }
+
+    fn parse(bytes: Bytes) -> Option<Envelope> {
+        (bytes.len() > HEADER).then_some(Envelope(bytes))
+    }
+
+    fn expires_ms(&self) -> u64 {
+        let mut b = [0u8; HEADER];
+        b.copy_from_slice(&self.0[..HEADER]);
+        u64::from_le_bytes(b)
+    }
+
+    fn remaining(&self) -> Duration {
+        Duration::from_millis(self.expires_ms().saturating_sub(now_ms()))
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.0[HEADER..]
+    }
+}
+
+#[derive(Clone)]
+struct L1Entry {
+    envelope: Envelope,
+    expires: Instant,
+}
+
+struct L1Expiry;
+
+impl moka::Expiry<String, L1Entry> for L1Expiry {
+    fn expire_after_create(&self, _: &String, v: &L1Entry, now: Instant) -> Option<Duration> {
+        Some(v.expires.saturating_duration_since(now))
+    }
+}
+
+/// Invalidations that could not reach the remote; replayed on recovery.
+#[derive(Debug, Clone, PartialEq)]
+enum Pending {
+    Key(String),
+    Pattern(String),
+    Scope(String),
+}
+
+#[derive(Default)]
+struct PendingQueue {
+    items: VecDeque<Pending>,
+    /// The queue overflowed: bump the global generation on recovery instead.
+    overflowed: bool,
+}
+
+/// Consecutive-failure breaker. Open = every call skips the remote at once (no timeout paid);
+/// the recovery task probes, replays, then closes it.
+struct Breaker {
+    open: AtomicBool,
+    failures: AtomicU32,
+    threshold: u32,
+    opened: Arc<tokio::sync::Notify>,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    fn failure(&self) {
+        if self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= self.threshold
+            && !self.open.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!("cache backend unreachable; serving from the in-process tier");
+            self.opened.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.open.store(false, Ordering::Release);
+    }
+}
+
+struct Inner {
+    origin: String,
+    config: CacheConfig,
+    space: KeySpace,
+    remote: Arc<dyn Backend>,
+    /// None with the in-process backend (it already is in-process).
+    l1: Option<moka::future::Cache<String, L1Entry>>,
+    gens: moka::future::Cache<String, u64>,
+    global: AtomicU64,
+    local_gen: AtomicU64,
+    breaker: Breaker,
+    /// The invalidation subscription is live, so L1 entries are trustworthy.
+    subscribed: AtomicBool,
+    pending: tokio::sync::Mutex<PendingQueue>,
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    stats: Stats,
+    flushed: Mutex<HashMap<(String, String), StatsSnapshot>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// One per process (cheap to clone). See the crate docs for the model.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// A handle on one named cache.
+#[derive(Clone)]
+pub struct NamedCache {
+    cache: Cache,
+    name: CacheName,
+}
+
+/// What an invalidation removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Keys deleted from the remote tier (0 while it is down: the deletion is queued).
+    pub keys: u64,
+    /// Generation scopes bumped.
+    pub scopes: u64,
+}
+
+impl Cache {
+    /// Picks the backend from the config: cluster nodes, else a Redis URL, else in-process.
+    /// A standalone Redis that is down at start is not an error (the cache falls back and
+    /// recovers); a cluster must answer once to learn its slot map.
+    pub async fn connect(config: CacheConfig) -> Result<Cache, CacheError> {
+        let remote: Arc<dyn Backend> = if !config.cluster_nodes.is_empty() {
+            Arc::new(ClusterBackend::connect(&config.cluster_nodes, config.op_timeout).await?)
+        } else if !config.redis_url.is_empty() {
+            Arc::new(StandaloneBackend::new(
+                &config.redis_url,
+                config.max_connections,
+                config.op_timeout,
+            )?)
+        } else {
+            Arc::new(MemoryBackend::new(config.l1_max_entries))
+        };
+        Ok(Cache::with_backend(config, remote).await)
+    }
+
+    /// The in-process cache (the embedded default).
+    pub async fn memory() -> Cache {
+        Cache::with_backend(
+            CacheConfig::default(),
+            Arc::new(MemoryBackend::new(CacheConfig::default().l1_max_entries)),
+        )
+        .await
+    }
+
+    pub async fn with_backend(config: CacheConfig, remote: Arc<dyn Backend>) -> Cache {
+        let in_process = remote.kind() == BackendKind::Memory;
+        let l1 = (!in_process).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(config.l1_max_entries)
+                .expire_after(L1Expiry)
+                .support_invalidation_closures()
+                .build()
+        });
+        // In-process, this map is the only copy of the generations: it must not expire.
+        let gens = if in_process {
+            moka::future::Cache::builder().build()
+        } else {
+            moka::future::Cache::builder()
+                .max_capacity(config.l1_max_entries)
+                .time_to_live(config.l1_ttl)
+                .build()
+        };
+        let space = KeySpace {
+            prefix: config.prefix.clone(),
+            version: config.version,
+            max_key_len: config.max_key_len,
+        };
+        let inner = Arc::new(Inner {
+            origin: format!("{:016x}", rand_u64()),
+            breaker: Breaker {
+                open: AtomicBool::new(false),
+                failures: AtomicU32::new(0),
+                threshold: config.breaker_failures.max(1),
+                opened: Arc::new(tokio::sync::Notify::new()),
+            },
+            config,
+            space,
+            remote,
+            l1,
+            gens,
+            global: AtomicU64::new(0),
+            local_gen: AtomicU64::new(0),
+            subscribed: AtomicBool::new(in_process),
+            pending: tokio::sync::Mutex::new(PendingQueue::default()),
+            flights: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            flushed: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let cache = Cache { inner };
+        if !in_process {
+            match cache
+                .remote_call(
+                    cache
+                        .inner
+                        .remote
+                        .get_counter(&cache.inner.space.global_generation()),
+                )
+                .await
+            {
+                Ok(g) => cache.inner.global.store(g, Ordering::Release),
+                Err(_) => {
+                    // Make sure the recovery task runs at once rather than after N failures.
+                    for _ in 0..cache.inner.breaker.threshold {
+                        cache.inner.breaker.failure();
+                    }
+                }
+            }
+            let weak = Arc::downgrade(&cache.inner);
+            let tasks = vec![
+                tokio::spawn(recovery_task(weak.clone())),
+                tokio::spawn(subscriber_task(weak.clone())),
+                tokio::spawn(stats_task(weak)),
+            ];
+            cache.inner.tasks.lock().expect("tasks lock").extend(tasks);
+        }
+        cache
+    }
+
+    pub fn named(&self, name: CacheName) -> NamedCache {
+        NamedCache {
+            cache: self.clone(),
+            name,
+        }
+    }
+
+    pub fn backend_kind(&self) -> BackendKind {
+        self.inner.remote.kind()
+    }
+
+    pub fn key_space(&self) -> &KeySpace {
+        &self.inner.space
+    }
+
+    /// Whether the remote tier is in use (breaker closed).
+    pub fn is_remote_healthy(&self) -> bool {
+        !self.inner.breaker.is_open()
+    }
+
+    /// Whether this process's L1 is kept coherent (subscribed to invalidations).
+    pub fn is_coherent(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Invalidations waiting for the remote to come back.
+    pub async fn pending_invalidations(&self) -> usize {
+        self.inner.pending.lock().await.items.len()
+    }
+
+    /// This process's counters, one total per cache name.
+    pub fn stats(&self) -> Vec<StatsSnapshot> {
+        self.inner.stats.per_cache()
+    }
+
+    /// This process's counters per cache name and key family.
+    pub fn family_stats(&self) -> Vec<StatsSnapshot> {
+        self.inner.stats.families()
+    }
+
+    /// Totals across every process sharing the remote (each process adds its deltas every
+    /// `stats_flush_interval`; this one flushes first).
+    pub async fn aggregated_stats(&self) -> Result<Vec<StatsSnapshot>, CacheError> {
+        self.flush_stats().await?;
+        let mut out = Vec::new();
+        for name in CacheName::ALL {
+            let fields = self
+                .remote_call(self.inner.remote.hgetall(&self.inner.space.stats(name)))
+                .await?;
+            let mut s = StatsSnapshot {
+                cache: name.as_str().into(),
+                ..Default::default()
+            };
+            for (f, v) in fields {
+                s.set_field(&f, v);
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Adds this process's counters since the last flush to the shared totals.
+    pub async fn flush_stats(&self) -> Result<(), CacheError> {
+        let families = self.inner.stats.families();
+        let mut per_name: HashMap<String, StatsSnapshot> = HashMap::new();
+        {
+            let flushed = self.inner.flushed.lock().expect("flushed lock");
+            for f in &families {
+                let before = flushed
+                    .get(&(f.cache.clone(), f.family.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                let delta = f.minus(&before);
+                let e = per_name.entry(f.cache.clone()).or_default();
+                for (field, v) in delta.fields() {
+                    add_field(e, field, v);
+                }
+            }
+        }
+        for (name, delta) in &per_name {
+            let Some(name) = CacheName::parse(name) else {
+                continue;
+            };
+            let fields: Vec<(&str, u64)> =
+                delta.fields().into_iter().filter(|(_, v)| *v > 0).collect();
+            if fields.is_empty() {
+                continue;
+            }
+            self.remote_call(
+                self.inner
+                    .remote
+                    .hincr(&self.inner.space.stats(name), &fields),
+            )
+            .await?;
+        }
+        let mut flushed = self.inner.flushed.lock().expect("flushed lock");
+        for f in families {
+            flushed.insert((f.cache.clone(), f.family.clone()), f);
+        }
+        Ok(())
+    }
+
+    /// Keys and memory as the remote reports them (summed over masters).
+    pub async fn backend_info(&self) -> Result<BackendInfo, CacheError> {
+        self.remote_call(self.inner.remote.info()).await
+    }
+
+    /// Number of remote keys of one cache name (SCAN on every master).
+    pub async fn count_keys(&self, name: CacheName) -> Result<u64, CacheError> {
+        self.remote_call(
+            self.inner
+                .remote
+                .count_pattern(&self.inner.space.cache_pattern(name)),
+        )
+        .await
+    }
+
+    /// Deletes physical keys everywhere. Never fails: while the remote is down the deletion is
+    /// queued and replayed on recovery.
+    pub async fn invalidate_keys(&self, keys: &[String]) -> Removed {
+        if let Some(l1) = &self.inner.l1 {
+            for k in keys {
+                l1.invalidate(k).await;
+            }
+        }
+        match self.remote_call(self.inner.remote.delete(keys)).await {
+            Ok(n) => {
+                for k in keys {
+                    self.publish('k', k).await;
+                }
+                Removed { keys: n, scopes: 0 }
+            }
+            Err(_) => {
+                self.queue(keys.iter().cloned().map(Pending::Key)).await;
+                Removed::default()
+            }
+        }
+    }
+
+    /// Deletes every physical key matching a Redis glob (SCAN + UNLINK on every master).
+    pub async fn invalidate_pattern(&self, pattern: &str) -> Removed {
+        self.invalidate_l1_pattern(pattern);
+        match self
+            .remote_call(self.inner.remote.delete_pattern(pattern))
+            .await
+        {
+            Ok(n) => {
+                self.publish('p', pattern).await;
+                Removed { keys: n, scopes: 0 }
+            }
+            Err(_) => {
+                self.queue([Pending::Pattern(pattern.to_owned())]).await;
+                Removed::default()
+            }
+        }
+    }
+
+    /// Bumps a generation scope: every key depending on it is orphaned in O(1).
+    pub async fn invalidate_scope(&self, scope: &str) -> Removed {
+        let key = self.inner.space.generation(scope);
+        match self.remote_call(self.inner.remote.incr(&key, 1)).await {
+            Ok(g) => {
+                self.inner.gens.insert(scope.to_owned(), g).await;
+                self.publish('g', &format!("{g}\t{scope}")).await;
+            }
+            Err(_) => {
+                let g = self.local_generation();
+                self.inner.gens.insert(scope.to_owned(), g).await;
+                self.queue([Pending::Scope(scope.to_owned())]).await;
+            }
+        }
+        Removed { keys: 0, scopes: 1 }
+    }
+
+    /// Cascade for one album: its detail, its photo pages and every album list page.
+    pub async fn invalidate_album(&self, album_id: &str) -> Removed {
+        self.invalidate_scope(&album_scope(album_id)).await;
+        self.invalidate_scope(ALBUM_LISTS_SCOPE).await;
+        Removed { keys: 0, scopes: 2 }
+    }
+
+    /// Orphans everything (bumps the global generation).
+    pub async fn invalidate_all(&self) -> Removed {
+        self.invalidate_scope("_global").await;
+        if let Some(g) = self.inner.gens.get("_global").await {
+            self.inner.global.store(g, Ordering::Release);
+        }
+        if let Some(l1) = &self.inner.l1 {
+            l1.invalidate_all();
+        }
+        Removed { keys: 0, scopes: 1 }
+    }
+
+    fn invalidate_l1_pattern(&self, pattern: &str) {
+        if let Some(l1) = &self.inner.l1 {
+            let pattern = pattern.to_owned();
+            if l1
+                .invalidate_entries_if(move |k, _| glob_match(&pattern, k))
+                .is_err()
+            {
+                l1.invalidate_all();
+            }
+        }
+    }
+
+    fn local_generation(&self) -> u64 {
+        LOCAL_GENERATION | self.inner.local_gen.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn queue(&self, items: impl IntoIterator<Item = Pending>) {
+        let mut q = self.inner.pending.lock().await;
+        for item in items {
+            if q.items.len() >= self.inner.config.replay_limit {
+                q.items.clear();
+                q.overflowed = true;
+            }
+            if !q.overflowed {
+                q.items.push_back(item);
+            }
+        }
+        drop(q);
+        // The remote may have recovered between our failure and the queueing.
+        if !self.inner.breaker.is_open() {
+            let _ = replay(&self.inner).await;
+        }
+    }
+
+    async fn publish(&self, kind: char, payload: &str) {
+        if self.inner.l1.is_none() {
+            return;
+        }
+        let msg = format!("{}|{}|{}", self.inner.origin, kind, payload);
+        let channel = self.inner.space.channel();
+        let _ = self
+            .remote_call(self.inner.remote.publish(&channel, msg))
+            .await;
+    }
+
+    /// Runs a remote call through the breaker and the timeout.
+    async fn remote_call<T>(
+        &self,
+        call: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        remote_call(&self.inner, call).await
+    }
+
+    async fn resolve(&self, key: &CacheKey) -> String {
+        let mut gens = Vec::with_capacity(key.deps.len());
+        for scope in &key.deps {
+            gens.push(self.generation(scope).await);
+        }
+        self.inner
+            .space
+            .physical(key, &gens, self.inner.global.load(Ordering::Acquire))
+    }
+
+    async fn generation(&self, scope: &str) -> u64 {
+        if let Some(g) = self.inner.gens.get(scope).await {
+            return g;
+        }
+        let g = match self
+            .remote_call(
+                self.inner
+                    .remote
+                    .get_counter(&self.inner.space.generation(scope)),
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(_) => self.local_generation(),
+        };
+        self.inner.gens.insert(scope.to_owned(), g).await;
+        g
+    }
+
+    fn l1_usable(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire) || self.inner.breaker.is_open()
+    }
+
+    async fn lookup(&self, pk: &str, c: &Counters) -> Option<Envelope> {
+        if let Some(l1) = &self.inner.l1
+            && self.l1_usable()
+            && let Some(e) = l1.get(pk).await
+        {
+            Counters::inc(&c.l1_hits);
+            return Some(e.envelope);
+        }
+        if self.inner.breaker.is_open() {
+            Counters::inc(&c.fallbacks);
+            return None;
+        }
+        match remote_call(&self.inner, self.inner.remote.get(pk)).await {
+            Ok(Some(bytes)) => {
+                let env = Envelope::parse(bytes)?;
+                self.fill_l1(pk, &env).await;
+                Some(env)
+            }
+            Ok(None) => None,
+            Err(_) => {
+                Counters::inc(&c.errors);
+                Counters::inc(&c.fallbacks);
+                match &self.inner.l1 {
+                    Some(l1) => l1.get(pk).await.map(|e| e.envelope),
+                    None => None,
+                }
+            }
+        }
+    }
+
+    async fn fill_l1(&self, pk: &str, env: &Envelope) {
+        if let Some(l1) = &self.inner.l1 {
+            let life = env.remaining().min(self.inner.config.l1_ttl);
+            l1.insert(
+                pk.to_owned(),
+                L1Entry {
+                    envelope: env.clone(),
+                    expires: Instant::now() + life,
+                },
+            )
+            .await;
+        }
+    }
+
+    async fn store(&self, pk: &str, env: &Envelope, ttl: Duration, c: &Counters) {
+        self.fill_l1(pk, env).await;
+        match remote_call(&self.inner, self.inner.remote.set(pk, env.0.clone(), ttl)).await {
+            Ok(()) => self.publish('s', pk).await,
+            Err(_) => {
+                Counters::inc(&c.fallbacks);
+                // The remote (and other processes) may still hold an older value for this key.
+                self.queue([Pending::Key(pk.to_owned())]).await;
+            }
+        }
+    }
+
+    fn flight(&self, pk: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .flights
+            .lock()
+            .expect("flights lock")
+            .entry(pk.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn end_flight(&self, pk: &str, flight: Arc<tokio::sync::Mutex<()>>) {
+        let mut flights = self.inner.flights.lock().expect("flights lock");
+        // Only the map and this handle left: nobody else waits, so the entry can go.
+        if Arc::strong_count(&flight) == 2 {
+            flights.remove(pk);
+        }
+    }
+}
+
+fn add_field(s: &mut StatsSnapshot, field: &str, v: u64) {
+    match field {
+        "hits" => s.hits += v,
+        "l1_hits" => s.l1_hits += v,
+        "misses" => s.misses += v,
+        "errors" => s.errors += v,
+        "fallbacks" => s.fallbacks += v,
+        "loads" => s.loads += v,
+        _ => {}
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+async fn remote_call<T>(
+    inner: &Inner,
+    call: impl Future<Output = Result<T, CacheError>>,
+) -> Result<T, CacheError> {
+    if inner.breaker.is_open() {
+        return Err(CacheError::Unavailable);
+    }
+    let result = match tokio::time::timeout(inner.config.op_timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(CacheError::Timeout(inner.config.op_timeout)),
+    };
+    match &result {
+        Ok(_) => inner.breaker.success(),
+        Err(e) if e.is_backend_failure() => inner.breaker.failure(),
+        Err(_) => {}
+    }
+    result
+}
+
+/// Sends queued invalidations to the remote. Holds the queue lock throughout so that nothing
+/// queued concurrently is lost.
+async fn replay(inner: &Inner) -> Result<(), CacheError> {
+    let mut q = inner.pending.lock().await;
+    let channel = inner.space.channel();
+    if q.overflowed {
+        let g = inner
+            .remote
+            .incr(&inner.space.global_generation(), 1)
+            .await?;
+        inner.global.store(g, Ordering::Release);
+        let _ = inner
+            .remote
+            .publish(&channel, format!("{}|G|{g}", inner.origin))
+            .await;
+        q.overflowed = false;
+        q.items.clear();
+    }
+    while let Some(item) = q.items.front().cloned() {
+        let msg = match &item {
+            Pending::Key(k) => {
+                inner.remote.delete(std::slice::from_ref(k)).await?;
+                format!("{}|k|{k}", inner.origin)
+            }
+            Pending::Pattern(p) => {
+                inner.remote.delete_pattern(p).await?;
+                format!("{}|p|{p}", inner.origin)
+            }
+            Pending::Scope(s) => {
+                let g = inner.remote.incr(&inner.space.generation(s), 1).await?;
+                format!("{}|g|{g}\t{s}", inner.origin)
+            }
+        };
+        let _ = inner.remote.publish(&channel, msg).await;
+        q.items.pop_front();
+    }
+    Ok(())
+}
+
+/// Forgets everything this process holds locally (L1 and generations) and reloads the global
+/// generation: done whenever invalidation messages may have been missed.
+async fn resync(inner: &Inner) -> Result<(), CacheError> {
+    let g = inner
+        .remote
+        .get_counter(&inner.space.global_generation())
+        .await?;
+    inner.global.store(g, Ordering::Release);
+    inner.gens.invalidate_all();
+    if let Some(l1) = &inner.l1 {
+        l1.invalidate_all();
+    }
+    Ok(())
+}
+
+async fn recovery_task(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if !inner.breaker.is_open() {
+            let opened = inner.breaker.opened.clone();
+            let notified = opened.notified();
+            tokio::pin!(notified);
+            // Registered before re-checking, so an opening in between is not missed.
+            notified.as_mut().enable();
+            if !inner.breaker.is_open() {
+                drop(inner);
+                notified.await;
+                continue;
+            }
+        }
+        let cooldown = inner.config.breaker_cooldown;
+        drop(inner);
+        tokio::time::sleep(cooldown).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let timeout = inner.config.op_timeout * 4;
+        let attempt = async {
+            inner.remote.ping().await?;
+            replay(&inner).await?;
+            resync(&inner).await?;
+            // Close while holding the queue lock, so a fallback that queues right now either
+            // lands before this (and was replayed) or sees the breaker closed and replays.
+            let q = inner.pending.lock().await;
+            let nothing_left = q.items.is_empty() && !q.overflowed;
+            if nothing_left {
+                inner.breaker.close();
+            }
+            drop(q);
+            Ok::<bool, CacheError>(nothing_left)
+        };
+        if let Ok(Ok(true)) = tokio::time::timeout(timeout, attempt).await {
+            tracing::info!("cache backend reachable again; queued invalidations replayed");
+        }
+    }
+}
+
+async fn subscriber_task(weak: Weak<Inner>) {
+    let mut missed = false;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let channel = inner.space.channel();
+        let remote = inner.remote.clone();
+        let backoff = inner.config.breaker_cooldown;
+        drop(inner);
+        let stream = tokio::time::timeout(backoff * 4, remote.subscribe(&channel)).await;
+        match stream {
+            Ok(Ok(Some(mut stream))) => {
+                {
+                    let Some(inner) = weak.upgrade() else { return };
+                    if missed && resync(&inner).await.is_err() {
+                        drop(inner);
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                    inner.subscribed.store(true, Ordering::Release);
+                }
+                while let Some(msg) = stream.next().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    apply_message(&inner, &msg).await;
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                inner.subscribed.store(false, Ordering::Release);
+                missed = true;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(_)) | Err(_) => {
+                missed = true;
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+async fn apply_message(inner: &Inner, msg: &str) {
+    let mut parts = msg.splitn(3, '|');
+    let (Some(origin), Some(kind), Some(payload)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    if origin == inner.origin {
+        return;
+    }
+    let Some(l1) = &inner.l1 else { return };
+    match kind {
+        "k" | "s" => l1.invalidate(payload).await,
+        "p" => {
+            let pattern = payload.to_owned();
+            if l1
+                .invalidate_entries_if(move |k, _| glob_match(&pattern, k))
+                .is_err()
+            {
+                l1.invalidate_all();
+            }
+        }
+        "g" => {
+            if let Some((g, scope)) = payload.split_once('\t')
+                && let Ok(g) = g.parse::<u64>()
+            {
+                if scope == "_global" {
+                    inner.global.store(g, Ordering::Release);
+                }
+                inner.gens.insert(scope.to_owned(), g).await;
+            }
+        }
+        "G" => {
+            if let Ok(g) = payload.parse::<u64>() {
+                inner.global.store(g, Ordering::Release);
+                inner.gens.invalidate_all();
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn stats_task(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let every = inner.config.stats_flush_interval;
+        drop(inner);
+        tokio::time::sleep(every).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let _ = Cache { inner }.flush_stats().await;
+    }
+}
+
+impl NamedCache {
+    pub fn name(&self) -> CacheName {
+        self.name
+    }
+
+    /// Starts a key of this cache in `family` (a short constant such as `album`).
+    pub fn key(&self, family: &'static str) -> KeyBuilder {
+        KeyBuilder::new(self.name, family)
+    }
+
+    /// The physical key a logical key maps to right now (for admin tools and tests).
+    pub async fn physical_key(&self, key: &CacheKey) -> String {
+        self.cache.resolve(key).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Option<T> {
+        let c = self.cache.inner.stats.counters(self.name, key.family);
+        let pk = self.cache.resolve(key).await;
+        match self.cache.lookup(&pk, &c).await {
+            Some(env) => match self.decode(&env, &pk, &c).await {
+                Some(v) => {
+                    Counters::inc(&c.hits);
+                    Some(v)
+                }
+                None => {
+                    Counters::inc(&c.misses);
+                    None
+                }
+            },
+            None => {
+                Counters::inc(&c.misses);
+                None
+            }
+        }
+    }
+
+    /// Stores with the cache name's default TTL.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+    ) -> Result<(), CacheError> {
+        self.set_with(key, value, self.name.default_policy().ttl)
+            .await
+    }
+
+    /// Stores; never fails because the remote is down (the in-process tier keeps it and the
+    /// remote copy is deleted on recovery). Fails only if the value cannot be encoded.
+    pub async fn set_with<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let c = self.cache.inner.stats.counters(self.name, key.family);
+        let env = Envelope::new(&self.cache.inner.config.codec, value, ttl)?;
+        let pk = self.cache.resolve(key).await;
+        self.cache.store(&pk, &env, ttl, &c).await;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &CacheKey) -> Removed {
+        let pk = self.cache.resolve(key).await;
+        self.cache.invalidate_keys(&[pk]).await
+    }
+
+    /// Read-through: returns the cached value, or runs `load` once per key per process however
+    /// many callers miss at the same time, stores the result and returns it. A hit within
+    /// `policy.refresh_ahead` of expiry reloads the entry (one caller; the others get the
+    /// current value). Loader errors are returned and nothing is cached.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        policy: Policy,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let c = self.cache.inner.stats.counters(self.name, key.family);
+        let pk = self.cache.resolve(key).await;
+        if let Some(env) = self.cache.lookup(&pk, &c).await
+            && let Some(v) = self.decode::<T>(&env, &pk, &c).await
+        {
+            Counters::inc(&c.hits);
+            if env.remaining() >= policy.refresh_ahead {
+                return Ok(v);
+            }
+            let flight = self.cache.flight(&pk);
+            let Ok(guard) = flight.try_lock() else {
+                drop(flight);
+                return Ok(v);
+            };
+            // Someone may have refreshed it while we looked.
+            let fresh = match self.cache.lookup(&pk, &c).await {
+                Some(env) => env.remaining() >= policy.refresh_ahead,
+                None => false,
+            };
+            let result = if fresh {
+                Ok(v)
+            } else {
+                self.load_and_store(&pk, policy, load, &c).await
+            };
+            drop(guard);
+            self.cache.end_flight(&pk, flight);
+            return result;
+        }
+        Counters::inc(&c.misses);
+        let flight = self.cache.flight(&pk);
+        let guard = flight.lock().await;
+        // The previous holder of the flight has most likely filled it.
+        let result = match self.cache.lookup(&pk, &c).await {
+            Some(env) => match self.decode::<T>(&env, &pk, &c).await {
+                Some(v) => Ok(v),
+                None => self.load_and_store(&pk, policy, load, &c).await,
+            },
+            None => self.load_and_store(&pk, policy, load, &c).await,
+        };
+        drop(guard);
+        self.cache.end_flight(&pk, flight);
+        result
+    }
+
+    /// Reloads and stores regardless of what is cached (the `x-cache-refresh: 1` path).
+    pub async fn refresh<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        policy: Policy,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let c = self.cache.inner.stats.counters(self.name, key.family);
+        let pk = self.cache.resolve(key).await;
+        let flight = self.cache.flight(&pk);
+        let guard = flight.lock().await;
+        let result = self.load_and_store(&pk, policy, load, &c).await;
+        drop(guard);
+        self.cache.end_flight(&pk, flight);
+        result
+    }
+
+    async fn load_and_store<T, E, F, Fut>(
+        &self,
+        pk: &str,
+        policy: Policy,
+        load: F,
+        c: &Counters,
+    ) -> Result<T, E>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        Counters::inc(&c.loads);
+        let v = load().await?;
+        match Envelope::new(&self.cache.inner.config.codec, &v, policy.ttl) {
+            Ok(env) => self.cache.store(pk, &env, policy.ttl, c).await,
+            Err(e) => {
+                Counters::inc(&c.errors);
+                tracing::warn!(error = %e, "value not cached");
+            }
+        }
+        Ok(v)
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        env: &Envelope,
+        pk: &str,
+        c: &Counters,
+    ) -> Option<T> {
+        match self.cache.inner.config.codec.decode(env.payload()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // A corrupt or differently-shaped entry: drop it and treat as a miss.
+                Counters::inc(&c.errors);
+                tracing::warn!(error = %e, key = pk, "dropping undecodable cache entry");
+                self.cache.invalidate_keys(&[pk.to_owned()]).await;
+                None
+            }
+        }
+    }
+}
