@@ -429,8 +429,23 @@ impl Store {
             .copy_object()
             .bucket(&self.bucket)
             .key(dst)
-            .copy_source(copy_source(&self.bucket, src))
-            .metadata_directive(MetadataDirective::Copy);
+            .copy_source(copy_source(&self.bucket, src));
+        req = if src == dst {
+            // Copy-in-place restates the metadata: some stores (SeaweedFS) refuse a self-copy
+            // whose only change is the storage class, and REPLACE is valid on AWS as well.
+            let mut r = req
+                .metadata_directive(MetadataDirective::Replace)
+                .content_type(&source.content_type);
+            if !source.cache_control.is_empty() {
+                r = r.cache_control(&source.cache_control);
+            }
+            if !source.sha256.is_empty() {
+                r = r.metadata(SHA256_METADATA, &source.sha256);
+            }
+            r
+        } else {
+            req.metadata_directive(MetadataDirective::Copy)
+        };
         if let Some(c) = class {
             req = req.storage_class(c.to_s3());
         }

@@ -58,6 +58,20 @@ fn cache_control(h: &PutHeader) -> Option<&'static str> {
     h.content_addressed.then_some(IMMUTABLE_CACHE_CONTROL)
 }
 
+/// A stream that ends early looks like a complete one; the declared size tells them apart.
+fn check_size(h: &PutHeader, actual: u64) -> Result<(), StorageError> {
+    if h.expected_size != 0 && h.expected_size != actual {
+        return Err(StorageError::invalid(
+            "expected_size",
+            format!(
+                "the header declared {} bytes but {actual} arrived",
+                h.expected_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_digest(h: &PutHeader, actual: &str) -> Result<(), StorageError> {
     if !h.sha256.is_empty() && h.sha256 != actual {
         return Err(StorageError::ChecksumMismatch {
@@ -109,6 +123,7 @@ async fn single_put(
     // Verified before anything is written: a mismatch leaves no object behind.
     check_digest(h, &hex_digest)?;
     let size = body.len() as u64;
+    check_size(h, size)?;
     let out = store
         .s3
         .put_object()
@@ -255,6 +270,7 @@ where
         parts.push(join_one(in_flight).await?);
     }
     let digest = hex::encode(hasher.finalize());
+    check_size(h, size)?;
     check_digest(h, &digest)?;
     Ok((parts, size, digest))
 }
