@@ -79,12 +79,22 @@ async fn the_gateway_answers_and_maps_downstream_errors_to_problem_documents() {
     let (status, _) = http(gateway, "GET", "/healthz", "").await;
     assert_eq!(status, 200);
 
-    // ListAlbums has not landed in the catalog yet: UNIMPLEMENTED travels back as 501.
+    // A downstream INVALID_ARGUMENT (a tampered page token) travels back as a 400 problem.
     wait_serving(mesh.addresses.catalog).await;
-    let (status, body) = http(gateway, "GET", "/api/v1/albums", "").await;
-    assert_eq!(status, 501, "{body}");
+    let (status, body) = http(gateway, "GET", "/api/v1/albums?page_token=not-a-token", "").await;
+    assert_eq!(status, 400, "{body}");
     assert!(body.contains("application/problem+json"), "{body}");
-    assert!(body.contains("\"kind\":\"unimplemented\""), "{body}");
+    assert!(body.contains("\"kind\":\"invalid_argument\""), "{body}");
+
+    // An unknown album is the catalog's NOT_FOUND, a 404 here.
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/api/v1/albums/00000000-0000-0000-0000-000000000000",
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
 
     let (status, body) = http(gateway, "GET", "/no/such/route", "").await;
     assert_eq!(status, 404, "{body}");

@@ -17,6 +17,15 @@ pub enum GatewayError {
     NotImplemented(&'static str),
     #[error("no such route")]
     NotFound,
+    #[error("{0} not found")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A request the gateway itself refuses (bad JSON, wrong content type, oversize body).
+    #[error("{message}")]
+    Rejected { status: u16, message: String },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -26,7 +35,11 @@ impl GatewayError {
         match self {
             GatewayError::Downstream(status) => ErrorKind::of_status(status),
             GatewayError::NotImplemented(_) => ErrorKind::Unimplemented,
-            GatewayError::NotFound => ErrorKind::NotFound,
+            GatewayError::NotFound | GatewayError::Missing(_) => ErrorKind::NotFound,
+            GatewayError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            GatewayError::Forbidden(_) => ErrorKind::PermissionDenied,
+            GatewayError::Rejected { status: 413, .. } => ErrorKind::TooLarge,
+            GatewayError::Rejected { .. } => ErrorKind::InvalidArgument,
             GatewayError::Bind { .. } | GatewayError::Upstream(_) | GatewayError::Serve(_) => {
                 ErrorKind::Internal
             }
@@ -38,7 +51,11 @@ impl GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let kind = self.kind();
-        let status = axum::http::StatusCode::from_u16(kind.http_status())
+        let code = match &self {
+            GatewayError::Rejected { status, .. } => *status,
+            _ => kind.http_status(),
+        };
+        let status = axum::http::StatusCode::from_u16(code)
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({
             "type": "about:blank",
@@ -52,6 +69,12 @@ impl IntoResponse for GatewayError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, GatewayError::Unauthenticated(_)) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         response
     }
 }

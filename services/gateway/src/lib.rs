@@ -1,8 +1,12 @@
 //! The gateway: HTTP/JSON for web apps, calling the services over gRPC (issue "Gateway").
 //! Routes whose issue has not landed answer 501 with a problem document.
 
+mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
+mod http_cache;
+mod openapi;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,17 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use photos_proto::cache_admin::v1::cache_admin_service_client::CacheAdminServiceClient;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use photos_proto::catalog::v1::{Album, ListAlbumsRequest};
+use photos_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
+use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
 use photos_runtime::client::Channel;
 use photos_runtime::propagation;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -30,7 +35,17 @@ pub use error::GatewayError;
 #[derive(Clone)]
 struct AppState {
     catalog: CatalogServiceClient<Channel>,
+    storage: StorageServiceClient<Channel>,
+    cache_admin: CacheAdminServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+    verifier: auth::Verifier,
     draining: Arc<AtomicBool>,
+}
+
+impl FromRef<AppState> for auth::Verifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
 }
 
 pub struct Application {
@@ -48,37 +63,43 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         catalog: CatalogServiceClient::new(Channel::connect_lazy(&config.catalog)?),
+        storage: StorageServiceClient::new(Channel::connect_lazy(&config.storage)?),
+        cache_admin: CacheAdminServiceClient::new(Channel::connect_lazy(&config.cache_admin)?),
+        metrics: MetricsServiceClient::new(Channel::connect_lazy(&config.metrics)?),
+        verifier: auth::Verifier::new(&config.auth),
         draining: draining.clone(),
     };
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/albums", get(list_albums).post(not_implemented))
+    let api = Router::new()
+        .route(
+            "/api/v1/albums",
+            get(api::list_albums).post(api::create_album),
+        )
         .route(
             "/api/v1/albums/{id}",
-            get(not_implemented)
-                .patch(not_implemented)
-                .delete(not_implemented),
+            get(api::get_album)
+                .patch(api::update_album)
+                .delete(api::delete_album),
         )
+        // Upload (POST) waits for the gateway issue's upload flow.
         .route(
             "/api/v1/albums/{id}/photos",
-            get(not_implemented).post(not_implemented),
+            get(api::list_album_photos).post(not_implemented),
         )
-        .route("/api/v1/photos/recent", get(not_implemented))
+        .route("/api/v1/photos/recent", get(api::recent_photos))
         .route(
             "/api/v1/photos/{id}",
-            get(not_implemented).delete(not_implemented),
+            get(api::get_photo).delete(api::delete_photo),
         )
-        .route(
-            "/api/v1/admin/albums/publish",
-            axum::routing::post(not_implemented),
-        )
-        .route(
-            "/api/v1/admin/albums/unpublish",
-            axum::routing::post(not_implemented),
-        )
-        .route("/api/v1/admin/cache-stats", get(not_implemented))
-        .route("/api/v1/admin/performance", get(not_implemented))
-        .route("/api/openapi.json", get(not_implemented))
+        .route("/api/v1/admin/albums/publish", post(api::publish))
+        .route("/api/v1/admin/albums/unpublish", post(api::unpublish))
+        .route("/api/v1/admin/cache-stats", get(api::cache_stats))
+        .route("/api/v1/admin/performance", get(api::performance))
+        .route("/api/openapi.json", get(openapi::document))
+        .layer(axum::middleware::from_fn(http_cache::etag))
+        .layer(DefaultBodyLimit::max(config.http.max_json_bytes));
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state);
@@ -154,62 +175,6 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ok\n")
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct PageQuery {
-    page_size: Option<i32>,
-    page_token: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct AlbumJson {
-    id: String,
-    title: String,
-    description: String,
-    is_published: bool,
-    order: i32,
-    photo_count: i64,
-}
-
-impl From<Album> for AlbumJson {
-    fn from(a: Album) -> Self {
-        Self {
-            id: a.id,
-            title: a.title,
-            description: a.description,
-            is_published: a.is_published,
-            order: a.order,
-            photo_count: a.photo_count,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct AlbumPage {
-    albums: Vec<AlbumJson>,
-    next_page_token: String,
-}
-
-async fn list_albums(
-    State(mut state): State<AppState>,
-    Query(query): Query<PageQuery>,
-) -> Result<Json<AlbumPage>, GatewayError> {
-    let response = state
-        .catalog
-        .list_albums(ListAlbumsRequest {
-            published_only: true,
-            page_size: query.page_size.unwrap_or(20),
-            page_token: query.page_token.unwrap_or_default(),
-            preview_count: 4,
-            owner_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    Ok(Json(AlbumPage {
-        albums: response.albums.into_iter().map(AlbumJson::from).collect(),
-        next_page_token: response.next_page_token,
-    }))
 }
 
 /// Routes of the v1 HTTP API whose issue has not landed yet.

@@ -154,6 +154,8 @@ impl Addresses {
 
 pub struct Mesh {
     pub addresses: Addresses,
+    /// An admin bearer token for local use, minted when the embedded run generated the key.
+    pub admin_token: Option<String>,
     stop: CancellationToken,
     tasks: JoinSet<Result<(), MeshError>>,
     _object_store: Option<LocalS3>,
@@ -170,6 +172,23 @@ impl Mesh {
     /// then starts serving.
     pub async fn start(mut config: MeshConfig) -> Result<Mesh, MeshError> {
         let mut object_store = None;
+        let mut admin_token = None;
+        if config.embedded && config.gateway.auth.hs256_secret.is_empty() {
+            // A fresh signing key per run: tokens from an earlier run stop working, and nothing
+            // secret is written to disk.
+            config.gateway.auth.hs256_secret = Secret::new(format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            admin_token = photos_gateway::auth::issue(
+                &config.gateway.auth,
+                "local-admin",
+                photos_gateway::auth::Role::Admin,
+                24 * 3600,
+            )
+            .ok();
+        }
         if config.embedded {
             let data_dir = &config.data_dir;
             std::fs::create_dir_all(data_dir).map_err(|source| MeshError::DataDir {
@@ -245,6 +264,7 @@ impl Mesh {
 
         Ok(Mesh {
             addresses,
+            admin_token,
             stop,
             tasks,
             _object_store: object_store,

@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         if let Some(store) = a.object_store {
             println!("  object store http://{store} (local S3)");
         }
+        if let Some(token) = &mesh.admin_token {
+            println!("  admin token (24 h, this run only):");
+            println!("    Authorization: Bearer {token}");
+        }
         println!("Ctrl-C stops it.");
         mesh.run_until_stopped(photos_runtime::shutdown::signal())
             .await?;

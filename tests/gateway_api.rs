@@ -1,0 +1,407 @@
+//! The gateway's v1 JSON API against the real mesh (embedded catalog): who sees what, bad
+//! input and bad tokens answered with problem documents, conditional GETs.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use photos_gateway::auth::{self, Role};
+use photos_mesh::{Mesh, MeshConfig};
+use photos_runtime::Secret;
+
+const SECRET: &str = "an-hs256-test-secret-of-at-least-32-bytes";
+
+struct Env {
+    mesh: Mesh,
+    _dir: tempfile::TempDir,
+    auth: photos_gateway::config::AuthConfig,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = MeshConfig::ephemeral(dir.path());
+        config.gateway.auth.hs256_secret = Secret::new(SECRET);
+        let auth = config.gateway.auth.clone();
+        let mesh = Mesh::start(config).await.unwrap();
+        wait_serving(mesh.addresses.catalog).await;
+        Env {
+            mesh,
+            _dir: dir,
+            auth,
+        }
+    }
+
+    fn token(&self, sub: &str, role: Role) -> String {
+        format!(
+            "Bearer {}",
+            auth::issue(&self.auth, sub, role, 600).unwrap()
+        )
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, serde_json::Value) {
+        let mut headers = vec![];
+        if let Some(t) = token {
+            headers.push(("Authorization", t));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let (status, head, body) =
+            request(self.mesh.addresses.gateway, method, path, &headers, body).await;
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        (status, head, json)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_follows_publication_ownership_and_role() {
+    let env = Env::start().await;
+    let (alice, bob) = (
+        env.token("alice", Role::Owner),
+        env.token("bob", Role::Owner),
+    );
+    let (viewer, admin) = (
+        env.token("vera", Role::Viewer),
+        env.token("root", Role::Admin),
+    );
+
+    let (status, head, album) = env
+        .call(
+            "POST",
+            "/api/v1/albums",
+            Some(&alice),
+            Some(r#"{"title":"Alps 2026","description":"hikes"}"#),
+        )
+        .await;
+    assert_eq!(status, 201, "{album}");
+    let id = album["id"].as_str().unwrap().to_owned();
+    assert!(
+        head.to_lowercase()
+            .contains(&format!("location: /api/v1/albums/{id}")),
+        "{head}"
+    );
+    assert_eq!(album["owner_id"], "alice");
+    assert_eq!(album["is_published"], false);
+
+    // Unpublished: only its owner and admins see it; to everyone else it does not exist.
+    let path = format!("/api/v1/albums/{id}");
+    for (who, token, expected) in [
+        ("anonymous", None, 404),
+        ("bob", Some(&bob), 404),
+        ("viewer", Some(&viewer), 404),
+        ("alice", Some(&alice), 200),
+        ("admin", Some(&admin), 200),
+    ] {
+        let (status, _, body) = env
+            .call("GET", &path, token.map(String::as_str), None)
+            .await;
+        assert_eq!(status, expected, "{who}: {body}");
+    }
+    let (_, _, list) = env.call("GET", "/api/v1/albums", None, None).await;
+    assert_eq!(list["albums"].as_array().unwrap().len(), 0, "{list}");
+    let (_, _, mine) = env
+        .call("GET", "/api/v1/albums?mine=true", Some(&alice), None)
+        .await;
+    assert_eq!(mine["albums"][0]["id"], id.as_str(), "{mine}");
+
+    // Bob cannot change it; publishing is for admins.
+    let (status, _, _) = env
+        .call("PATCH", &path, Some(&bob), Some(r#"{"title":"mine now"}"#))
+        .await;
+    assert_eq!(status, 404);
+    let publish = format!(r#"{{"album_ids":["{id}"]}}"#);
+    let (status, _, _) = env
+        .call(
+            "POST",
+            "/api/v1/admin/albums/publish",
+            Some(&alice),
+            Some(&publish),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, body) = env
+        .call(
+            "POST",
+            "/api/v1/admin/albums/publish",
+            Some(&admin),
+            Some(&publish),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["updated"], 1);
+
+    // Published: everyone sees it; only alice (or an admin) may change it.
+    let (status, _, detail) = env.call("GET", &path, None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["album"]["title"], "Alps 2026");
+    let (_, _, list) = env.call("GET", "/api/v1/albums", None, None).await;
+    assert_eq!(list["albums"][0]["id"], id.as_str());
+    let (status, _, _) = env
+        .call("PATCH", &path, Some(&viewer), Some(r#"{"title":"x"}"#))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, updated) = env
+        .call(
+            "PATCH",
+            &path,
+            Some(&alice),
+            Some(r#"{"title":"Alps, summer 2026"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["title"], "Alps, summer 2026");
+    assert_eq!(
+        updated["description"], "hikes",
+        "fields outside the patch are kept"
+    );
+
+    let (status, _, _) = env.call("DELETE", &path, Some(&bob), None).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = env.call("DELETE", &path, Some(&alice), None).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = env.call("GET", &path, Some(&admin), None).await;
+    assert_eq!(status, 404);
+    env.mesh.shutdown().await.unwrap();
+}
+
+/// (what, headers, body, expected status)
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_get_problem_documents_and_change_nothing() {
+    let env = Env::start().await;
+    let alice = env.token("alice", Role::Owner);
+    let gw = env.mesh.addresses.gateway;
+    let cases: [Case<'_>; 5] = [
+        (
+            "malformed json",
+            vec![("Content-Type", "application/json")],
+            "{\"title\":".into(),
+            400,
+        ),
+        (
+            "unknown field",
+            vec![("Content-Type", "application/json")],
+            r#"{"title":"x","owner_id":"mallory"}"#.into(),
+            422,
+        ),
+        (
+            "wrong content type",
+            vec![("Content-Type", "text/plain")],
+            r#"{"title":"x"}"#.into(),
+            415,
+        ),
+        (
+            "oversize body",
+            vec![("Content-Type", "application/json")],
+            format!(r#"{{"title":"{}"}}"#, "x".repeat(100 * 1024)),
+            413,
+        ),
+        (
+            "empty title",
+            vec![("Content-Type", "application/json")],
+            r#"{"title":""}"#.into(),
+            400,
+        ),
+    ];
+    for (what, mut headers, body, expected) in cases {
+        headers.push(("Authorization", &alice));
+        let (status, head, body) =
+            request(gw, "POST", "/api/v1/albums", &headers, Some(&body)).await;
+        assert_eq!(status, expected, "{what}: {body}");
+        assert!(
+            head.to_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{what}: {head}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["status"], expected, "{what}");
+        assert!(
+            !problem["detail"].as_str().unwrap_or_default().is_empty(),
+            "{what}: {problem}"
+        );
+    }
+    let (_, _, mine) = env
+        .call("GET", "/api/v1/albums?mine=true", Some(&alice), None)
+        .await;
+    assert_eq!(
+        mine["albums"].as_array().unwrap().len(),
+        0,
+        "no album was half-created: {mine}"
+    );
+    env.mesh.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_unsigned_tokens_are_refused() {
+    let env = Env::start().await;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = format!(
+        r#"{{"sub":"root","role":"admin","exp":{},"iss":"photos","aud":"photos-gateway"}}"#,
+        now + 600
+    );
+    let alg_none = format!(
+        "Bearer {}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&claims)
+    );
+    let mut other = env.auth.clone();
+    other.hs256_secret = Secret::new("a-different-secret-that-is-also-32-bytes-long");
+    let forged = format!(
+        "Bearer {}",
+        auth::issue(&other, "root", Role::Admin, 600).unwrap()
+    );
+    let mut wrong_audience = env.auth.clone();
+    wrong_audience.audience = "someone-else".into();
+    let wrong_aud = format!(
+        "Bearer {}",
+        auth::issue(&wrong_audience, "root", Role::Admin, 600).unwrap()
+    );
+    let expired = {
+        let claims = auth::Claims {
+            sub: "root".into(),
+            role: Role::Admin,
+            exp: now - 3600,
+            iss: "photos".into(),
+            aud: "photos-gateway".into(),
+        };
+        let key = jsonwebtoken_key(SECRET);
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+        )
+    };
+    for (what, token) in [
+        ("alg none", alg_none),
+        ("forged", forged),
+        ("wrong audience", wrong_aud),
+        ("expired", expired),
+        ("not bearer", "Basic cm9vdDpyb290".into()),
+    ] {
+        let (status, head, body) = env
+            .call("GET", "/api/v1/admin/performance", Some(&token), None)
+            .await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(
+            head.to_lowercase().contains("www-authenticate: bearer"),
+            "{what}: {head}"
+        );
+    }
+    // The genuine article works, and a viewer is told no.
+    let (status, _, body) = env
+        .call(
+            "GET",
+            "/api/v1/admin/performance",
+            Some(&env.token("root", Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rpcs"].is_array(), "{body}");
+    let (status, _, _) = env
+        .call(
+            "GET",
+            "/api/v1/admin/cache-stats",
+            Some(&env.token("vera", Role::Viewer)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = env
+        .call("GET", "/api/v1/admin/cache-stats", None, None)
+        .await;
+    assert_eq!(status, 401);
+    env.mesh.shutdown().await.unwrap();
+}
+
+fn jsonwebtoken_key(secret: &str) -> jsonwebtoken::EncodingKey {
+    jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_reads_answer_304_to_a_matching_etag() {
+    let env = Env::start().await;
+    let admin = env.token("root", Role::Admin);
+    env.call(
+        "POST",
+        "/api/v1/albums",
+        Some(&admin),
+        Some(r#"{"title":"Public","is_published":true}"#),
+    )
+    .await;
+    let gw = env.mesh.addresses.gateway;
+    let (status, head, _) = request(gw, "GET", "/api/v1/albums", &[], None).await;
+    assert_eq!(status, 200);
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no ETag in {head}"));
+    assert!(
+        head.to_lowercase().contains("vary: authorization"),
+        "{head}"
+    );
+    let (status, _, body) = request(
+        gw,
+        "GET",
+        "/api/v1/albums",
+        &[("If-None-Match", &etag)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    // A change makes the old tag stale.
+    env.call(
+        "POST",
+        "/api/v1/albums",
+        Some(&admin),
+        Some(r#"{"title":"Another","is_published":true}"#),
+    )
+    .await;
+    let (status, _, _) = request(
+        gw,
+        "GET",
+        "/api/v1/albums",
+        &[("If-None-Match", &etag)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    env.mesh.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() {
+    let env = Env::start().await;
+    let (status, _, doc) = env.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/albums",
+        "/api/v1/albums/{id}",
+        "/api/v1/albums/{id}/photos",
+        "/api/v1/photos/recent",
+        "/api/v1/photos/{id}",
+        "/api/v1/admin/albums/publish",
+        "/api/v1/admin/albums/unpublish",
+        "/api/v1/admin/cache-stats",
+        "/api/v1/admin/performance",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    env.mesh.shutdown().await.unwrap();
+}
