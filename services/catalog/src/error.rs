@@ -47,6 +47,13 @@ impl CatalogError {
             CatalogError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 ErrorKind::Unavailable
             }
+            // Deadlock/serialization failure (Postgres) or a busy database after busy_timeout
+            // (SQLite): transient, the caller should retry.
+            CatalogError::Database(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("40P01" | "40001" | "5" | "517")) =>
+            {
+                ErrorKind::Unavailable
+            }
             // Postgres query_canceled: statement_timeout fired.
             CatalogError::Database(sqlx::Error::Database(e))
                 if e.code().as_deref() == Some("57014") =>

@@ -6,8 +6,10 @@
 //!   database floor),
 //! - `grpc list`: CatalogService/ListAlbums, 20 per page, uncached.
 //!
-//! Run: `cargo bench -p photos-catalog --bench list_albums` (env: BENCH_SECONDS per scenario,
-//! default 10; BENCH_CONCURRENCY, default 16). The cached-hit scenario needs the cache library.
+//! Run: `cargo run --release -p photos-catalog --bin photos-catalog-bench` (env: BENCH_SECONDS
+//! per scenario, default 10; BENCH_CONCURRENCY, default 16; PHOTOS_TEST_POSTGRES_URL, the admin
+//! database URL, default postgres://postgres@127.0.0.1:5432/postgres). It creates and drops
+//! its own database. The cached-hit scenario needs the cache library.
 #![allow(clippy::print_stdout)] // a bench binary's output is its report
 
 use std::time::{Duration, Instant};
@@ -20,7 +22,6 @@ use photos_catalog::token::TokenKey;
 use photos_proto::catalog::v1::ListAlbumsRequest;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use photos_runtime::Secret;
-use photos_testkit::postgres::TestDatabase;
 use sqlx::{AssertSqlSafe, Connection};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -97,6 +98,45 @@ where
     })
 }
 
+/// A throwaway database, dropped at the end of the run.
+struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    async fn create() -> anyhow::Result<Self> {
+        let admin_url = std::env::var("PHOTOS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("photos_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await?;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("the admin URL must end with /<database>"))?;
+        let url = format!("{base}/{name}");
+        Ok(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}
+
 async fn seed(url: &str) -> anyhow::Result<()> {
     let mut c = sqlx::PgConnection::connect(url).await?;
     let sql = format!(
@@ -136,14 +176,14 @@ fn bind<'q>(
 async fn main() -> anyhow::Result<()> {
     let seconds = env("BENCH_SECONDS", 10);
     let concurrency = env("BENCH_CONCURRENCY", 16) as usize;
-    let db = TestDatabase::create().await?;
+    let db = BenchDatabase::create().await?;
 
     let mut config = CatalogConfig::default();
     config.server.grpc_port = 0;
     config.server.admin_port = 0;
     config.server.drain_delay_ms = 0;
     config.server.concurrency_limit = concurrency * 4;
-    config.database.url = Secret::new(db.url());
+    config.database.url = Secret::new(db.url.clone());
     config.database.max_connections = concurrency as u32;
     let pool_config = config.database.clone();
     let app = photos_catalog::build(config).await?;
@@ -170,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seeding = Instant::now();
-    seed(db.url()).await?;
+    seed(&db.url).await?;
     println!(
         "seeded {ALBUMS} albums x {PHOTOS_PER_ALBUM} photos (+ thumbnails) in {:.1} s; \
          concurrency {concurrency}, {seconds} s per scenario after 1 s warm-up\n",
@@ -189,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(concurrency as u32)
-        .connect(db.url())
+        .connect(&db.url)
         .await?;
 
     // One HTTP/2 connection per 4 workers, as a client-side pool would.
@@ -289,6 +329,6 @@ async fn main() -> anyhow::Result<()> {
 
     let _ = stop.send(());
     let _ = server.await;
-    drop(db);
-    Ok(())
+    pool.close().await;
+    db.drop_database().await
 }
