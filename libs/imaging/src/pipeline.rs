@@ -183,14 +183,16 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
         let (nw, nh) = plans[i].needed_frame(w, h);
         std::cmp::Reverse(u64::from(nw) * u64::from(nh))
     });
-    // Full-frame rasters available as resize sources (cover crops are not full frames).
-    let mut frames: Vec<Raster> = vec![];
+    // Outputs are resize sources for the smaller presets only when they are full frames (cover
+    // crops are not); referenced by index so no raster is ever copied.
     let mut rasters: Vec<Option<Raster>> = vec![None; plans.len()];
+    let mut frames: Vec<usize> = vec![];
     for &i in &order {
         let p = &plans[i];
         let (nw, nh) = p.needed_frame(w, h);
         let src = frames
             .iter()
+            .filter_map(|&f| rasters[f].as_ref())
             .filter(|f| f.width >= nw && f.height >= nh)
             .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
             .unwrap_or(&base);
@@ -206,18 +208,21 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
             Fit::Cover => smart_window(src, p.crop_w * sx, p.crop_h * sy),
         };
         let out = resize(src, window, p.out_w, p.out_h);
-        if options.presets[i].fit == Fit::Inside {
-            frames.push(out.clone());
-        }
         rasters[i] = Some(out);
+        if options.presets[i].fit == Fit::Inside {
+            frames.push(i);
+        }
     }
-    let placeholder_src = frames
-        .iter()
-        .filter(|f| f.width >= 64 || f.height >= 64 || (f.width == w && f.height == h))
-        .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
-        .unwrap_or(&base);
-    let placeholders = placeholders(placeholder_src)?;
-    drop(frames);
+    let placeholders = {
+        let src = frames
+            .iter()
+            .filter_map(|&f| rasters[f].as_ref())
+            .filter(|f| f.width >= 64 || f.height >= 64 || (f.width == w && f.height == h))
+            .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
+            .unwrap_or(&base);
+        placeholders(src)?
+    };
+    // The decoded frame is the biggest buffer: free it before the encoders allocate theirs.
     drop(base);
 
     let copyright_exif = if options.keep_copyright {

@@ -151,7 +151,7 @@ fn main() {
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.len(), p)))
         .collect();
     // Largest files first: the 12-20 MP photos the issue is about.
-    photos.sort_by(|a, b| b.0.cmp(&a.0));
+    photos.sort_by_key(|p| std::cmp::Reverse(p.0));
     photos.truncate(limit);
     let me = std::env::current_exe().expect("own path");
     let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers.py");
