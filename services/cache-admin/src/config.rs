@@ -14,13 +14,25 @@ pub struct CacheAdminConfig {
 }
 
 /// Empty `url` and no `cluster_nodes`: the in-process cache (the embedded default).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port/db` of a standalone server.
     pub url: Secret,
     /// `redis://host:port` of some cluster nodes; the rest are discovered.
     pub cluster_nodes: Vec<Secret>,
+    /// First segment of every cache key; must match the services that fill the cache.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            cluster_nodes: Vec::new(),
+            prefix: "photos".into(),
+        }
+    }
 }
 
 impl Default for CacheAdminConfig {
@@ -43,6 +55,17 @@ impl Validate for CacheAdminConfig {
             return Err(ConfigError::new(
                 "redis.cluster_nodes",
                 "set either redis.url (standalone) or redis.cluster_nodes (cluster), not both",
+            ));
+        }
+        if self.redis.prefix.is_empty()
+            || self
+                .redis
+                .prefix
+                .contains(|c: char| c == ':' || c.is_whitespace() || "*?[]\\".contains(c))
+        {
+            return Err(ConfigError::new(
+                "redis.prefix",
+                "must be non-empty, without ':', whitespace or glob characters (e.g. \"photos\")",
             ));
         }
         for (key, url) in std::iter::once(("redis.url", &self.redis.url)).chain(

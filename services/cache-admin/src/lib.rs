@@ -3,13 +3,14 @@
 
 pub mod config;
 pub mod error;
+mod grpc;
+pub mod warm;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-use photos_proto::cache_admin::v1::cache_admin_service_server::{
-    CacheAdminService, CacheAdminServiceServer,
-};
+use photos_cache::{Cache, CacheConfig};
+use photos_proto::cache_admin::v1::cache_admin_service_server::CacheAdminServiceServer;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use photos_runtime::client::Channel;
 use photos_runtime::server::{BoundServer, ServerBuilder};
@@ -17,18 +18,25 @@ use photos_runtime::server::{BoundServer, ServerBuilder};
 pub use config::CacheAdminConfig;
 pub use error::CacheAdminError;
 
-/// RPCs answer UNIMPLEMENTED through the generated default stubs until their issue lands.
-struct CacheAdminGrpc {
-    #[allow(dead_code)]
-    catalog: CatalogServiceClient<Channel>,
-}
-
-#[tonic::async_trait]
-impl CacheAdminService for CacheAdminGrpc {}
-
 pub struct Application {
     server: BoundServer,
     redis_nodes: Vec<redis::Client>,
+}
+
+/// The cache settings this service (and any service sharing the cache) derives from its
+/// `redis.*` config: empty = in-process.
+pub fn cache_config(config: &CacheAdminConfig) -> CacheConfig {
+    CacheConfig {
+        redis_url: config.redis.url.expose().to_owned(),
+        cluster_nodes: config
+            .redis
+            .cluster_nodes
+            .iter()
+            .map(|s| s.expose().to_owned())
+            .collect(),
+        prefix: config.redis.prefix.clone(),
+        ..CacheConfig::default()
+    }
 }
 
 pub async fn build(config: CacheAdminConfig) -> Result<Application, CacheAdminError> {
@@ -38,7 +46,8 @@ pub async fn build(config: CacheAdminConfig) -> Result<Application, CacheAdminEr
         .filter(|u| !u.is_empty())
         .map(|u| redis::Client::open(u.expose()))
         .collect::<Result<Vec<_>, _>>()?;
-    let service = CacheAdminServiceServer::new(CacheAdminGrpc { catalog })
+    let cache = Cache::connect(cache_config(&config)).await?;
+    let service = CacheAdminServiceServer::new(grpc::CacheAdminGrpc { catalog, cache })
         .max_decoding_message_size(config.server.max_message_bytes);
     let server = ServerBuilder::new("cache-admin", config.server.clone())
         .add_service(service)
