@@ -5,6 +5,7 @@ use std::future::Future;
 
 use photos_proto::catalog::v1::catalog_service_server::CatalogService;
 use photos_proto::catalog::v1::*;
+use photos_runtime::metrics::MethodLabels;
 use prost_types::{FieldMask, Timestamp};
 use tonic::codegen::BoxStream;
 use tonic::metadata::MetadataValue;
@@ -129,6 +130,7 @@ impl CatalogGrpc {
     /// on success and on error alike.
     async fn call<T>(
         &self,
+        method: &'static str,
         future: impl Future<Output = Result<T, CatalogError>>,
     ) -> Result<Response<T>, Status> {
         let (result, statements) = accounting::scope(future).await;
@@ -136,6 +138,10 @@ impl CatalogGrpc {
             .store()
             .metrics
             .statements_per_call
+            .get_or_create(&MethodLabels {
+                service: "photos.catalog.v1.CatalogService".into(),
+                method: method.into(),
+            })
             .observe(f64::from(statements));
         let count = MetadataValue::from(statements);
         match result {
@@ -160,7 +166,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<CreateAlbumRequest>,
     ) -> Result<Response<CreateAlbumResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("CreateAlbum", async {
             let a = self
                 .catalog
                 .create_album(NewAlbum {
@@ -183,7 +189,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<GetAlbumRequest>,
     ) -> Result<Response<GetAlbumResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("GetAlbum", async {
             let (a, page) = self.catalog.get_album(&r.id, r.photo_page_size).await?;
             Ok(GetAlbumResponse {
                 album: Some(album(a)),
@@ -199,7 +205,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<UpdateAlbumRequest>,
     ) -> Result<Response<UpdateAlbumResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("UpdateAlbum", async {
             let a = r
                 .album
                 .ok_or_else(|| CatalogError::invalid("album is required"))?;
@@ -235,7 +241,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<DeleteAlbumRequest>,
     ) -> Result<Response<DeleteAlbumResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("DeleteAlbum", async {
             Ok(DeleteAlbumResponse {
                 deleted_object_keys: self.catalog.delete_album(&r.id).await?,
             })
@@ -248,7 +254,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<ListAlbumsRequest>,
     ) -> Result<Response<ListAlbumsResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("ListAlbums", async {
             let page = self
                 .catalog
                 .list_albums(AlbumQuery {
@@ -272,7 +278,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<ReorderAlbumsRequest>,
     ) -> Result<Response<ReorderAlbumsResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("ReorderAlbums", async {
             Ok(ReorderAlbumsResponse {
                 updated: self.catalog.reorder_albums(&r.album_ids).await?,
             })
@@ -285,7 +291,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<SetAlbumsPublishedRequest>,
     ) -> Result<Response<SetAlbumsPublishedResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("SetAlbumsPublished", async {
             let (updated, not_found_ids) = self
                 .catalog
                 .set_albums_published(&r.album_ids, r.published)
@@ -303,7 +309,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<CreatePhotoRequest>,
     ) -> Result<Response<CreatePhotoResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("CreatePhoto", async {
             let (p, created) = self
                 .catalog
                 .create_photo(NewPhoto {
@@ -329,7 +335,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<GetPhotoRequest>,
     ) -> Result<Response<GetPhotoResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("GetPhoto", async {
             Ok(GetPhotoResponse {
                 photo: Some(photo(self.catalog.get_photo(&r.id).await?)),
             })
@@ -342,7 +348,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<UpdatePhotoRequest>,
     ) -> Result<Response<UpdatePhotoResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("UpdatePhoto", async {
             let p = r
                 .photo
                 .ok_or_else(|| CatalogError::invalid("photo is required"))?;
@@ -365,7 +371,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<DeletePhotoRequest>,
     ) -> Result<Response<DeletePhotoResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("DeletePhoto", async {
             Ok(DeletePhotoResponse {
                 deleted_object_keys: self.catalog.delete_photo(&r.id).await?,
             })
@@ -378,7 +384,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<ListPhotosRequest>,
     ) -> Result<Response<ListPhotosResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("ListPhotos", async {
             let page = self
                 .catalog
                 .list_photos(&r.album_id, r.page_size, &r.page_token)
@@ -396,7 +402,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<ListRecentPhotosRequest>,
     ) -> Result<Response<ListRecentPhotosResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("ListRecentPhotos", async {
             let page = self
                 .catalog
                 .list_recent_photos(r.page_size, &r.page_token, r.published_only)
@@ -414,7 +420,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<ReorderPhotosRequest>,
     ) -> Result<Response<ReorderPhotosResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("ReorderPhotos", async {
             Ok(ReorderPhotosResponse {
                 updated: self
                     .catalog
@@ -430,7 +436,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<RecordMediaResultRequest>,
     ) -> Result<Response<RecordMediaResultResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("RecordMediaResult", async {
             let placeholders = r.placeholders.unwrap_or_default();
             let p = self
                 .catalog
@@ -471,7 +477,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<ListPhotosMissingVariantRequest>,
     ) -> Result<Response<ListPhotosMissingVariantResponse>, Status> {
         let r = request.into_inner();
-        self.call(async {
+        self.call("ListPhotosMissingVariant", async {
             let page = self
                 .catalog
                 .list_photos_missing_variant(
@@ -533,7 +539,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         _request: Request<GetCatalogStatsRequest>,
     ) -> Result<Response<GetCatalogStatsResponse>, Status> {
-        self.call(async {
+        self.call("GetCatalogStats", async {
             let (t, albums) = self.catalog.stats().await?;
             let unsigned = |v: i64| v.max(0) as u64;
             Ok(GetCatalogStatsResponse {

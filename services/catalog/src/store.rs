@@ -7,10 +7,11 @@
 //! single statement. The dialects differ only in the JSON functions ([`Dialect`]).
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use photos_runtime::metrics::MethodLabels;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -122,7 +123,11 @@ pub enum Pool {
 pub struct StoreMetrics {
     pub statements: Counter,
     pub slow_statements: Counter,
-    pub statements_per_call: Histogram,
+    pub statements_per_call: Family<MethodLabels, Histogram, fn() -> Histogram>,
+}
+
+fn statements_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 8))
 }
 
 impl Default for StoreMetrics {
@@ -130,7 +135,7 @@ impl Default for StoreMetrics {
         Self {
             statements: Counter::default(),
             slow_statements: Counter::default(),
-            statements_per_call: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            statements_per_call: Family::new_with_constructor(statements_histogram),
         }
     }
 }
@@ -285,7 +290,7 @@ impl Store {
         );
         registry.register(
             "catalog_db_statements_per_call",
-            "SQL statements per catalog RPC",
+            "SQL statements per catalog RPC, by method",
             self.metrics.statements_per_call.clone(),
         );
     }
@@ -416,6 +421,3 @@ impl Tx<'_> {
             .await
     }
 }
-
-/// Shared so the page-token key is cloned cheaply into every handler.
-pub type SharedKey = Arc<[u8]>;

@@ -938,6 +938,18 @@ pub async fn slow_statements_are_counted_over_the_threshold(backend: Backend) {
     let after = metric(&text, "photos_catalog_db_slow_statements_total");
     assert_eq!(after - before, f64::from(ran));
     assert!(ran >= 3);
-    // The default threshold (100 ms) is configurable and the statement counter is exported.
     assert!(metric(&text, "photos_catalog_db_statements_total") >= f64::from(ran));
+    // The per-call histogram, by method: 3 GetAlbum calls with `ran` statements in all.
+    let line = |suffix: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("photos_catalog_db_statements_per_call_{suffix}"))
+                    && l.contains("method=\"GetAlbum\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no GetAlbum {suffix} in:\n{text}"))
+    };
+    assert_eq!(line("count"), 3.0);
+    assert_eq!(line("sum"), f64::from(ran));
 }
