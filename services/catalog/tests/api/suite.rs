@@ -432,6 +432,26 @@ pub async fn bad_input_gets_the_right_code_and_writes_nothing(backend: Backend) 
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("owner_id"), "{}", e.message());
+    // A cover must be one of the album's own photos.
+    let other = app.create_album("other", false, 0).await;
+    let foreign = app.create_photo(&other.id, 5).await.photo.unwrap();
+    let e = c
+        .update_album(UpdateAlbumRequest {
+            album: Some(Album {
+                id: album.id.clone(),
+                cover_photo_id: foreign.id.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["cover_photo_id"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    c.delete_album(DeleteAlbumRequest {
+        id: other.id.clone(),
+    })
+    .await
+    .unwrap();
     for bad_sha in ["", "abc", &"g".repeat(64)] {
         let e = c
             .create_photo(CreatePhotoRequest {
