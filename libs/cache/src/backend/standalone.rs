@@ -1,17 +1,55 @@
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
 
 use super::{BATCH, Backend, BackendInfo, BackendKind, used_memory};
 use crate::CacheError;
 
-/// Redis standalone through a deadpool of multiplexed connections (max 50 by default).
+/// Redis standalone through a pool of up to `max_connections` (50 by default) multiplexed
+/// connections, used round-robin and opened lazily. A checkout costs nothing: unlike a
+/// check-out/check-in pool (deadpool-redis PINGs on every recycle, doubling the round-trips),
+/// a broken connection is detected by the command that fails and replaced on next use.
 pub struct StandaloneBackend {
-    pool: Pool,
     client: redis::Client,
+    slots: Vec<Mutex<Option<MultiplexedConnection>>>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+/// A pooled connection; dropped from its slot when a command on it fails at the I/O level.
+pub(crate) struct Conn<'a> {
+    conn: MultiplexedConnection,
+    slot: &'a Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = MultiplexedConnection;
+    fn deref(&self) -> &MultiplexedConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
+        &mut self.conn
+    }
+}
+
+impl Conn<'_> {
+    fn check<T>(&self, r: redis::RedisResult<T>) -> Result<T, CacheError> {
+        if let Err(e) = &r
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+        {
+            *self.slot.lock().expect("pool slot") = None;
+        }
+        Ok(r?)
+    }
 }
 
 impl StandaloneBackend {
@@ -19,30 +57,36 @@ impl StandaloneBackend {
     /// is down and falls back until it returns.
     pub fn new(url: &str, max_connections: usize, timeout: Duration) -> Result<Self, CacheError> {
         let client = redis::Client::open(url)?;
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(PoolConfig {
-            max_size: max_connections,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| CacheError::Config {
-                key: "redis.url",
-                message: e.to_string(),
-            })?;
-        Ok(StandaloneBackend { pool, client })
+        Ok(StandaloneBackend {
+            client,
+            slots: (0..max_connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            timeout,
+        })
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| CacheError::Pool(e.to_string()))
+    async fn conn(&self) -> Result<Conn<'_>, CacheError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(conn) = slot.lock().expect("pool slot").clone() {
+            return Ok(Conn { conn, slot });
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *slot.lock().expect("pool slot") = Some(conn.clone());
+        Ok(Conn { conn, slot })
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        let mut conn = self.conn().await?;
+        let r = cmd.query_async(&mut *conn).await;
+        conn.check(r)
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
@@ -50,14 +94,15 @@ impl StandaloneBackend {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            let r = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(BATCH)
-                .query_async(&mut *conn)
-                .await?;
+                .query_async::<(u64, Vec<String>)>(&mut *conn)
+                .await;
+            let (next, batch) = conn.check(r)?;
             keys.extend(batch);
             cursor = next;
             if cursor == 0 {
@@ -74,31 +119,25 @@ impl Backend for StandaloneBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let mut conn = self.conn().await?;
-        let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut *conn).await?;
+        let v: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(key)).await?;
         Ok(v.map(Bytes::from))
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        let mut conn = self.conn().await?;
-        let () = redis::cmd("SET")
-            .arg(key)
-            .arg(value.as_ref())
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut *conn)
-            .await?;
-        Ok(())
+        self.run(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value.as_ref())
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64),
+        )
+        .await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<u64, CacheError> {
-        let mut conn = self.conn().await?;
         let mut n = 0;
         for chunk in keys.chunks(BATCH) {
-            n += redis::cmd("UNLINK")
-                .arg(chunk)
-                .query_async::<u64>(&mut *conn)
-                .await?;
+            n += self.run::<u64>(redis::cmd("UNLINK").arg(chunk)).await?;
         }
         Ok(n)
     }
@@ -113,44 +152,31 @@ impl Backend for StandaloneBackend {
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, CacheError> {
-        let mut conn = self.conn().await?;
-        let v: Option<u64> = redis::cmd("GET").arg(key).query_async(&mut *conn).await?;
+        let v: Option<u64> = self.run(redis::cmd("GET").arg(key)).await?;
         Ok(v.unwrap_or(0))
     }
 
     async fn incr(&self, key: &str, by: u64) -> Result<u64, CacheError> {
-        let mut conn = self.conn().await?;
-        Ok(redis::cmd("INCRBY")
-            .arg(key)
-            .arg(by)
-            .query_async(&mut *conn)
-            .await?)
+        self.run(redis::cmd("INCRBY").arg(key).arg(by)).await
     }
 
     async fn hincr(&self, key: &str, fields: &[(&str, u64)]) -> Result<(), CacheError> {
-        let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         for (f, by) in fields {
             pipe.cmd("HINCRBY").arg(key).arg(*f).arg(*by).ignore();
         }
-        let () = pipe.query_async(&mut *conn).await?;
-        Ok(())
+        let mut conn = self.conn().await?;
+        let r = pipe.query_async::<()>(&mut *conn).await;
+        conn.check(r)
     }
 
     async fn hgetall(&self, key: &str) -> Result<Vec<(String, u64)>, CacheError> {
-        let mut conn = self.conn().await?;
-        Ok(redis::cmd("HGETALL")
-            .arg(key)
-            .query_async(&mut *conn)
-            .await?)
+        self.run(redis::cmd("HGETALL").arg(key)).await
     }
 
     async fn publish(&self, channel: &str, message: String) -> Result<(), CacheError> {
-        let mut conn = self.conn().await?;
-        let _: u64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(message)
-            .query_async(&mut *conn)
+        let _: u64 = self
+            .run(redis::cmd("PUBLISH").arg(channel).arg(message))
             .await?;
         Ok(())
     }
@@ -170,18 +196,13 @@ impl Backend for StandaloneBackend {
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
-        let mut conn = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
+        let _: String = self.run(&redis::cmd("PING")).await?;
         Ok(())
     }
 
     async fn info(&self) -> Result<BackendInfo, CacheError> {
-        let mut conn = self.conn().await?;
-        let keys: u64 = redis::cmd("DBSIZE").query_async(&mut *conn).await?;
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut *conn)
-            .await?;
+        let keys: u64 = self.run(&redis::cmd("DBSIZE")).await?;
+        let info: String = self.run(redis::cmd("INFO").arg("memory")).await?;
         Ok(BackendInfo {
             keys,
             memory_bytes: used_memory(&info),
