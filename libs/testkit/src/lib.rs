@@ -8,6 +8,7 @@
 //!   3-master + 3-replica cluster on free loopback ports.
 //! - [`s3::TestS3`]: the in-process S3 server; [`s3::SeaweedFs`] where AWS semantics matter.
 //! - [`otlp`]: an in-process OTLP receiver.
+//! - [`faults::FaultProxy`]: a TCP proxy that counts request patterns and cuts connections.
 
 pub mod faults;
 pub mod otlp;
