@@ -73,16 +73,8 @@ async fn reflection_lists_only_this_servers_api() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let server = bind_echo(test_server_config()).await;
-    let grpc = server.grpc_addr();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
-            .await
-    });
-    wait_serving(grpc, ECHO).await;
+    let server = spawn_echo(test_server_config()).await;
+    let grpc = server.grpc;
 
     let mut reflection = ServerReflectionClient::new(channel(grpc).await);
     let request = ServerReflectionRequest {
@@ -122,8 +114,7 @@ async fn reflection_lists_only_this_servers_api() {
         .unwrap()
         .into_inner();
     assert_eq!(answer.message, "hi");
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -132,16 +123,8 @@ async fn drain_reports_not_serving_finishes_in_flight_calls_and_exits_within_gra
     config.drain_delay_ms = 200;
     config.drain_grace_ms = 5_000;
     let grace = config.drain_grace();
-    let server = bind_echo(config).await;
-    let grpc = server.grpc_addr();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
-            .await
-    });
-    wait_serving(grpc, ECHO).await;
+    let server = spawn_echo(config).await;
+    let grpc = server.grpc;
 
     // An open health watch, as a load balancer keeps.
     let mut health = HealthClient::new(channel(grpc).await);
@@ -169,7 +152,7 @@ async fn drain_reports_not_serving_finishes_in_flight_calls_and_exits_within_gra
     });
     tokio::time::sleep(Duration::from_millis(200)).await; // let the call reach the handler
     let signalled = tokio::time::Instant::now();
-    stop.cancel();
+    server.signal_stop();
 
     assert_eq!(
         watch.message().await.unwrap().unwrap().status,
@@ -180,10 +163,10 @@ async fn drain_reports_not_serving_finishes_in_flight_calls_and_exits_within_gra
     assert_eq!(answer.into_inner().message, "slow");
 
     // The open watch stream keeps a connection busy; the server still exits by the grace.
-    let result = tokio::time::timeout(grace + Duration::from_secs(2), task)
+    tokio::time::timeout(grace + Duration::from_secs(2), server.join())
         .await
-        .expect("the server exits within the drain grace period");
-    result.unwrap().unwrap();
+        .expect("the server exits within the drain grace period")
+        .unwrap();
     assert!(signalled.elapsed() <= grace + Duration::from_secs(2));
 
     // Nothing listens any more.
@@ -192,16 +175,8 @@ async fn drain_reports_not_serving_finishes_in_flight_calls_and_exits_within_gra
 
 #[tokio::test]
 async fn a_calls_deadline_is_honoured_and_reported() {
-    let server = bind_echo(test_server_config()).await;
-    let grpc = server.grpc_addr();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
-            .await
-    });
-    wait_serving(grpc, ECHO).await;
+    let server = spawn_echo(test_server_config()).await;
+    let grpc = server.grpc;
 
     let mut echo = client(grpc).await;
     let mut request = tonic::Request::new(EchoRequest {
@@ -229,29 +204,16 @@ async fn a_calls_deadline_is_honoured_and_reported() {
         "handler saw a deadline of {seen} ms"
     );
 
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn the_deadline_is_passed_on_to_the_next_hop() {
     let (a, b) = (
-        bind_echo(test_server_config()).await,
-        bind_echo(test_server_config()).await,
+        spawn_echo(test_server_config()).await,
+        spawn_echo(test_server_config()).await,
     );
-    let (a_addr, b_addr) = (a.grpc_addr(), b.grpc_addr());
-    let stop = CancellationToken::new();
-    let (s1, s2) = (stop.clone(), stop.clone());
-    let ta = tokio::spawn(async move {
-        a.run(|| async { Ok::<_, String>(()) }, s1.cancelled_owned())
-            .await
-    });
-    let tb = tokio::spawn(async move {
-        b.run(|| async { Ok::<_, String>(()) }, s2.cancelled_owned())
-            .await
-    });
-    wait_serving(a_addr, ECHO).await;
-    wait_serving(b_addr, ECHO).await;
+    let (a_addr, b_addr) = (a.grpc, b.grpc);
 
     let mut echo = client(a_addr).await;
     let mut request = tonic::Request::new(EchoRequest {
@@ -269,25 +231,16 @@ async fn the_deadline_is_passed_on_to_the_next_hop() {
     // B sees what is left after A slept 300 ms: not its own 30 s default, not the full 2 s.
     assert!(seen > 0 && seen <= 1_700, "second hop saw {seen} ms");
 
-    stop.cancel();
-    ta.await.unwrap().unwrap();
-    tb.await.unwrap().unwrap();
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
 async fn over_the_concurrency_limit_calls_are_shed_but_health_still_answers() {
     let mut config = test_server_config();
     config.concurrency_limit = 1;
-    let server = bind_echo(config).await;
-    let (grpc, admin) = (server.grpc_addr(), server.admin_addr());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
-            .await
-    });
-    wait_serving(grpc, ECHO).await;
+    let server = spawn_echo(config).await;
+    let (grpc, admin) = (server.grpc, server.admin);
 
     let mut first = client(grpc).await;
     let slow = tokio::spawn(async move {
@@ -327,8 +280,7 @@ async fn over_the_concurrency_limit_calls_are_shed_but_health_still_answers() {
         metrics.contains("photos_grpc_server_requests_total{server=\"echo\",service=\"photos.testing.v1.EchoService\",method=\"Echo\",code=\"0\"} 1"),
         "{metrics}"
     );
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -337,16 +289,8 @@ async fn a_dns_upstream_is_resolved_and_balanced_client_side() {
     use photos_runtime::UpstreamConfig;
     use photos_runtime::client::Channel;
 
-    let server = bind_echo(test_server_config()).await;
-    let grpc = server.grpc_addr();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        server
-            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
-            .await
-    });
-    wait_serving(grpc, ECHO).await;
+    let server = spawn_echo(test_server_config()).await;
+    let grpc = server.grpc;
 
     // `localhost` may also resolve to ::1, where nothing listens: the balancer must route
     // around the dead address rather than fail.
@@ -363,8 +307,7 @@ async fn a_dns_upstream_is_resolved_and_balanced_client_side() {
             .expect("a call through the DNS-balanced channel succeeds");
         assert_eq!(answer.into_inner().message, format!("via dns {i}"));
     }
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]

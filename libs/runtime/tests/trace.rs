@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::*;
 use photos_proto::testing::v1::EchoRequest;
 use photos_runtime::TelemetryConfig;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_through_two_services_is_one_trace() {
@@ -24,22 +23,10 @@ async fn a_call_through_two_services_is_one_trace() {
     .unwrap();
 
     let (a, b) = (
-        bind_echo(test_server_config()).await,
-        bind_echo(test_server_config()).await,
+        spawn_echo(test_server_config()).await,
+        spawn_echo(test_server_config()).await,
     );
-    let (a_addr, b_addr) = (a.grpc_addr(), b.grpc_addr());
-    let stop = CancellationToken::new();
-    let (s1, s2) = (stop.clone(), stop.clone());
-    let ta = tokio::spawn(async move {
-        a.run(|| async { Ok::<_, String>(()) }, s1.cancelled_owned())
-            .await
-    });
-    let tb = tokio::spawn(async move {
-        b.run(|| async { Ok::<_, String>(()) }, s2.cancelled_owned())
-            .await
-    });
-    wait_serving(a_addr, "photos.testing.v1.EchoService").await;
-    wait_serving(b_addr, "photos.testing.v1.EchoService").await;
+    let (a_addr, b_addr) = (a.grpc, b.grpc);
 
     // A plain client with no trace of its own: A's server span is the root.
     let mut echo = client(a_addr).await;
@@ -105,8 +92,7 @@ async fn a_call_through_two_services_is_one_trace() {
         "rpc.method attribute: {method}"
     );
 
-    stop.cancel();
-    ta.await.unwrap().unwrap();
-    tb.await.unwrap().unwrap();
+    a.stop().await;
+    b.stop().await;
     telemetry.shutdown();
 }

@@ -125,3 +125,48 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// An echo server that is ready at once, already SERVING.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), photos_runtime::server::ServerError>>,
+}
+
+impl Running {
+    /// Signals shutdown without waiting (drain tests watch what happens next).
+    pub fn signal_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Signals shutdown and waits for a clean drain.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Waits for the server task (after `signal_stop`).
+    pub async fn join(self) -> Result<(), photos_runtime::server::ServerError> {
+        self.task.await.unwrap()
+    }
+}
+
+pub async fn spawn_echo(config: ServerConfig) -> Running {
+    let server = bind_echo(config).await;
+    let (grpc, admin) = (server.grpc_addr(), server.admin_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        server
+            .run(|| async { Ok::<_, String>(()) }, s.cancelled_owned())
+            .await
+    });
+    wait_serving(grpc, "photos.testing.v1.EchoService").await;
+    Running {
+        grpc,
+        admin,
+        stop,
+        task,
+    }
+}
