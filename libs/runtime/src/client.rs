@@ -157,6 +157,17 @@ async fn resolve_loop(
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 impl Service<Request<Body>> for Channel {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -208,6 +219,14 @@ impl Service<Request<Body>> for Channel {
                 // address resolved yet, connect hanging) must not outlive its deadline either.
                 // A `Status` boxed here reaches the caller unchanged.
                 let response = match tokio::time::timeout(timeout, future).await {
+                    // tonic's channel enforces the same `grpc-timeout` and reports its expiry
+                    // as a transport error that becomes CANCELLED; it is this call's deadline.
+                    Ok(Err(e)) if is_timeout(&e) => {
+                        return Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                            "no response from the upstream within {} ms",
+                            timeout.as_millis()
+                        ))) as BoxError);
+                    }
                     Ok(result) => result?,
                     Err(_) => {
                         return Err(Box::new(tonic::Status::deadline_exceeded(format!(

@@ -154,9 +154,14 @@ where
                 .min(self.limit)
         });
         let deadline = Instant::now() + timeout;
-        let future = propagation::with_deadline(deadline, self.inner.call(req));
+        // The timer is armed here, at call time, not at the future's first poll: under load
+        // that poll can come after tonic's own timer (armed in its call) has already fired.
+        let guarded = tokio::time::timeout_at(
+            deadline.into(),
+            propagation::with_deadline(deadline, self.inner.call(req)),
+        );
         Box::pin(async move {
-            match tokio::time::timeout(timeout, future).await {
+            match guarded.await {
                 Ok(result) => result,
                 Err(_) => Ok(Status::deadline_exceeded(format!(
                     "deadline of {} ms exceeded",

@@ -178,7 +178,14 @@ async fn a_calls_deadline_is_honoured_and_reported() {
     let server = spawn_echo(test_server_config()).await;
     let grpc = server.grpc;
 
-    let mut echo = client(grpc).await;
+    // Through the platform's client: whichever side's timer fires first, the caller sees
+    // DEADLINE_EXCEEDED.
+    let mut echo = photos_proto::testing::v1::echo_service_client::EchoServiceClient::new(
+        photos_runtime::client::Channel::connect_lazy(&photos_runtime::UpstreamConfig::new(url(
+            grpc,
+        )))
+        .unwrap(),
+    );
     let mut request = tonic::Request::new(EchoRequest {
         message: "x".into(),
         delay_ms: 2_000,

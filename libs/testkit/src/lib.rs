@@ -11,6 +11,7 @@
 //! - [`faults::FaultProxy`]: a TCP proxy that counts request patterns and cuts connections.
 
 pub mod faults;
+pub mod http;
 pub mod otlp;
 pub mod ports;
 pub mod postgres;

@@ -132,7 +132,7 @@ async fn reports_from_two_replicas_make_one_performance_report() {
     assert_eq!((caches.caches[0].hits, caches.caches[0].misses), (60, 20));
 
     // The same figures on /metrics, as valid Prometheus text.
-    let body = http_get(app.admin, "/metrics").await;
+    let (_, body) = photos_testkit::http::get(app.admin, "/metrics").await;
     let lines = body.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
     let total: f64 = scrape
@@ -202,20 +202,4 @@ async fn malformed_reports_are_refused_with_a_clear_message() {
     assert!(report.rpcs.is_empty(), "{report:?}");
     app.stop.cancel();
     app.task.await.unwrap().unwrap();
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }

@@ -100,31 +100,8 @@ pub async fn wait_serving(addr: SocketAddr, service: &str) {
     panic!("{service} at {addr} never became SERVING");
 }
 
-/// A minimal HTTP/1.1 GET for admin endpoints: (status, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+#[allow(unused_imports)] // not every test binary reads admin endpoints
+pub use photos_testkit::http::get as http_get;
 
 /// An echo server that is ready at once, already SERVING.
 pub struct Running {
