@@ -9,6 +9,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("storage", "photos/storage/v1/storage.proto"),
     ("cache_admin", "photos/cache_admin/v1/cache_admin.proto"),
     ("metrics", "photos/metrics/v1/metrics.proto"),
+    ("jobs", "photos/jobs/v1/jobs.proto"),
     ("testing", "photos/testing/v1/echo.proto"),
 ];
 

@@ -24,4 +24,5 @@ package!(
     "cache_admin_descriptor.bin"
 );
 package!(metrics, "photos.metrics.v1", "metrics_descriptor.bin");
+package!(jobs, "photos.jobs.v1", "jobs_descriptor.bin");
 package!(testing, "photos.testing.v1", "testing_descriptor.bin");
