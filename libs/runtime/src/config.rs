@@ -141,6 +141,12 @@ pub struct ServerConfig {
     pub drain_grace_ms: u64,
     /// Largest single gRPC message accepted (bytes travel as streams of smaller chunks).
     pub max_message_bytes: usize,
+    /// Where the metrics service is (an upstream address); empty disables reporting.
+    pub metrics_service: String,
+    /// How often the per-call samples are sent to the metrics service.
+    pub report_interval_ms: u64,
+    /// Calls slower than this are logged as warnings with their trace id.
+    pub slow_request_ms: u64,
 }
 
 impl ServerConfig {
@@ -155,6 +161,9 @@ impl ServerConfig {
             drain_delay_ms: 0,
             drain_grace_ms: 25_000,
             max_message_bytes: 8 * 1024 * 1024,
+            metrics_service: String::new(),
+            report_interval_ms: 10_000,
+            slow_request_ms: 1_000,
         }
     }
     pub fn request_timeout(&self) -> Duration {
@@ -165,6 +174,12 @@ impl ServerConfig {
     }
     pub fn drain_grace(&self) -> Duration {
         Duration::from_millis(self.drain_grace_ms)
+    }
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_millis(self.report_interval_ms)
+    }
+    pub fn slow_request(&self) -> Duration {
+        Duration::from_millis(self.slow_request_ms)
     }
 }
 
@@ -192,6 +207,16 @@ impl Validate for ServerConfig {
             return Err(ConfigError::new(
                 "server.max_message_bytes",
                 "must be at least 65536",
+            ));
+        }
+        if !self.metrics_service.is_empty() {
+            crate::client::Target::parse(&self.metrics_service)
+                .map_err(|message| ConfigError::new("server.metrics_service", message))?;
+        }
+        if self.report_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "server.report_interval_ms",
+                "must be greater than 0",
             ));
         }
         if self.grpc_port != 0 && self.grpc_port == self.admin_port {

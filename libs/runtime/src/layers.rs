@@ -8,7 +8,10 @@
 //! 3. [`ConcurrencyLayer`]: a concurrency limit that sheds (UNAVAILABLE, retryable) instead of
 //!    queueing once full: a queue would only add latency to calls that will time out anyway.
 //!    Health checks bypass it so an overloaded pod is not also declared dead.
-//! 4. [`MetricsLayer`]: RED metrics of admitted calls, innermost so they measure the handler.
+//! 4. [`MetricsLayer`]: RED metrics of admitted calls, innermost so they measure the handler;
+//!    it also opens the [`crate::tracking`] scope that counts a call's statements and cache
+//!    lookups, sets `x-response-time` / `x-db-query-count`, and hands the call's sample to the
+//!    reporter.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use tracing::Instrument;
 
 use crate::metrics::{MethodLabels, RpcLabels, ServerMetrics};
 use crate::propagation;
+use crate::tracking::{self, Reporter};
 
 /// Splits `/pkg.Service/Method` into its service and method.
 pub fn rpc_parts(path: &str) -> (&str, &str) {
@@ -233,13 +237,22 @@ where
 forward_layer!(
     MetricsLayer,
     MetricsService {
-        metrics: ServerMetrics
+        metrics: ServerMetrics,
+        tracking: Tracking
     }
 );
 
+/// What the metrics layer does beyond Prometheus: per-call cost accounting, the slow-call
+/// warning and the sample for the metrics service.
+#[derive(Clone)]
+pub struct Tracking {
+    pub slow_request: Duration,
+    pub reporter: Option<Reporter>,
+}
+
 impl MetricsLayer {
-    pub fn new(metrics: ServerMetrics) -> Self {
-        MetricsLayer { metrics }
+    pub fn new(metrics: ServerMetrics, tracking: Tracking) -> Self {
+        MetricsLayer { metrics, tracking }
     }
 }
 
@@ -257,35 +270,66 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (service, method) = rpc_parts(req.uri().path());
-        let (service, method) = (service.to_owned(), method.to_owned());
+        let path = req.uri().path().to_owned();
+        let tracked = tracking::is_tracked(&path);
         let metrics = self.metrics.clone();
+        let tracking = self.tracking.clone();
         metrics.in_flight.inc();
         let in_flight = InFlight(metrics.clone());
         let started = Instant::now();
-        let future = self.inner.call(req);
+        // The scope wraps the handler's future, so statements and cache lookups made while
+        // producing the response count against this call.
+        let future = tracking::scope(self.inner.call(req));
         Box::pin(async move {
-            let result = future.await;
+            let (result, cost) = future.await;
+            let elapsed = started.elapsed();
             let code = match &result {
                 Ok(response) => status_code(response),
                 Err(_) => tonic::Code::Internal as i32,
             };
+            let (service, method) = rpc_parts(&path);
             metrics
                 .duration
                 .get_or_create(&MethodLabels {
-                    service: service.clone(),
-                    method: method.clone(),
+                    service: service.to_owned(),
+                    method: method.to_owned(),
                 })
-                .observe(started.elapsed().as_secs_f64());
+                .observe(elapsed.as_secs_f64());
             metrics
                 .requests
                 .get_or_create(&RpcLabels {
-                    service,
-                    method,
+                    service: service.to_owned(),
+                    method: method.to_owned(),
                     code: code.to_string(),
                 })
                 .inc();
-            let response = result?;
+            let mut response = result?;
+            if tracked {
+                let headers = response.headers_mut();
+                if let Ok(v) =
+                    http::HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0))
+                {
+                    headers.insert(tracking::RESPONSE_TIME_HEADER, v);
+                }
+                // A service that counts more precisely (e.g. per page) has set it already.
+                if !headers.contains_key(tracking::QUERY_COUNT_HEADER) {
+                    headers.insert(tracking::QUERY_COUNT_HEADER, cost.statements.into());
+                }
+                let trace_id = propagation::trace_id(&tracing::Span::current()).unwrap_or_default();
+                if elapsed >= tracking.slow_request {
+                    tracing::warn!(
+                        rpc = %path,
+                        duration_ms = elapsed.as_secs_f64() * 1000.0,
+                        db_statements = cost.statements,
+                        code,
+                        trace_id,
+                        "slow request"
+                    );
+                }
+                if let Some(reporter) = &tracking.reporter {
+                    reporter.record(path.trim_start_matches('/'), elapsed, code, &trace_id, cost);
+                }
+            }
             Ok(response.map(|body| {
                 Body::new(Guarded {
                     body,

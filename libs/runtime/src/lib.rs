@@ -12,6 +12,7 @@ pub mod propagation;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tracking;
 
 pub use config::{ConfigError, Secret, ServerConfig, TelemetryConfig, UpstreamConfig};
 pub use error::ErrorKind;

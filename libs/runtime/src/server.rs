@@ -26,8 +26,9 @@ use tonic_health::server::HealthReporter;
 use tower::Service;
 
 use crate::config::ServerConfig;
-use crate::layers::{ConcurrencyLayer, DeadlineLayer, MetricsLayer, TraceLayer};
+use crate::layers::{ConcurrencyLayer, DeadlineLayer, MetricsLayer, TraceLayer, Tracking};
 use crate::metrics::ServerMetrics;
+use crate::tracking::Reporter;
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
@@ -117,9 +118,30 @@ impl ServerBuilder {
                 .set_service_status(*name, ServingStatus::NotServing)
                 .await;
         }
+        let metrics = ServerMetrics::new(self.name);
+        // Replicas are told apart by pod name (HOSTNAME in Kubernetes) and port.
+        let instance = format!(
+            "{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned()),
+            grpc.local_addr().map(|a| a.port()).unwrap_or(0)
+        );
+        let reporter = Reporter::new(self.name, &instance);
+        metrics.with_registry(|r| {
+            r.register(
+                "report_dropped_samples",
+                "Per-call samples dropped because the metrics service could not keep up",
+                reporter.dropped(),
+            );
+            r.register(
+                "report_failures",
+                "Reports to the metrics service that failed (their samples are retried)",
+                reporter.failed(),
+            );
+        });
         Ok(BoundServer {
             name: self.name,
-            metrics: ServerMetrics::new(self.name),
+            metrics,
+            reporter,
             config: self.config,
             routes: self.routes,
             service_names: self.service_names,
@@ -147,6 +169,7 @@ pub struct BoundServer {
     health: HealthReporter,
     health_service: HealthService,
     metrics: ServerMetrics,
+    reporter: Reporter,
 }
 
 #[derive(Clone)]
@@ -176,6 +199,11 @@ impl BoundServer {
         self.metrics.clone()
     }
 
+    /// The per-call sample reporter; a service with caches registers their counters here.
+    pub fn reporter(&self) -> Reporter {
+        self.reporter.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains. `readiness` is retried with backoff until
     /// it succeeds; only then does health report SERVING.
     pub async fn run<R, RF, E, F>(self, mut readiness: R, shutdown: F) -> Result<(), ServerError>
@@ -196,6 +224,7 @@ impl BoundServer {
             health,
             health_service,
             metrics,
+            reporter,
         } = self;
         let grpc_addr = grpc.local_addr().ok();
 
@@ -237,7 +266,21 @@ impl BoundServer {
                 config.concurrency_limit,
                 metrics.clone(),
             ))
-            .layer(MetricsLayer::new(metrics.clone()));
+            .layer(MetricsLayer::new(
+                metrics.clone(),
+                Tracking {
+                    slow_request: config.slow_request(),
+                    reporter: (!config.metrics_service.is_empty()).then(|| reporter.clone()),
+                },
+            ));
+        let reporting_stop = CancellationToken::new();
+        let reporting = (!config.metrics_service.is_empty()).then(|| {
+            tokio::spawn(reporter.run(
+                crate::config::UpstreamConfig::new(config.metrics_service.clone()),
+                config.report_interval(),
+                reporting_stop.clone(),
+            ))
+        });
 
         let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
         let incoming = TcpIncoming::from(grpc)
@@ -296,6 +339,7 @@ impl BoundServer {
         };
         if let Some(result) = early_exit {
             admin_stop.cancel();
+            reporting_stop.cancel();
             return match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(ServerError::Serve(e.to_string())),
@@ -334,6 +378,11 @@ impl BoundServer {
         };
         admin_stop.cancel();
         let _ = admin_task.await;
+        // Last, so the calls completed during the drain are in the final report.
+        reporting_stop.cancel();
+        if let Some(task) = reporting {
+            let _ = task.await;
+        }
         outcome
     }
 }
