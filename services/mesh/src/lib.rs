@@ -223,9 +223,20 @@ impl Mesh {
             object_store = Some(store);
         }
 
+        // Metrics first: every other server reports its calls to it.
+        let metrics = photos_metrics::build(config.metrics).await?;
+        for server in [
+            &mut config.catalog.server,
+            &mut config.media.server,
+            &mut config.storage.server,
+            &mut config.cache_admin.server,
+        ] {
+            if server.metrics_service.is_empty() {
+                server.metrics_service = url(metrics.grpc_addr());
+            }
+        }
         let catalog = photos_catalog::build(config.catalog).await?;
         let storage = photos_storage::build(config.storage).await?;
-        let metrics = photos_metrics::build(config.metrics).await?;
         config.media.storage = UpstreamConfig::new(url(storage.grpc_addr()));
         let media = photos_media::build(config.media).await?;
         config.cache_admin.catalog = UpstreamConfig::new(url(catalog.grpc_addr()));
