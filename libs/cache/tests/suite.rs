@@ -143,7 +143,9 @@ mod cases {
         let stats = cache.family_stats();
         let s = stats.iter().find(|s| s.family == "album").unwrap();
         assert_eq!(s.loads, 1);
-        assert_eq!(s.misses, 500);
+        // A task scheduled after the flight ended (a loaded machine) finds the value: a hit.
+        assert_eq!(s.misses + s.hits, 500, "{s:?}");
+        assert!(s.misses >= 1);
     }
 
     pub async fn loader_errors_are_returned_and_not_cached(cache: &Cache) {
