@@ -2,7 +2,7 @@
 //! pub/sub invalidation messages, with a breaker, a replay queue for invalidations issued while
 //! the remote is down, generation scopes for O(1) cascades, and per-key single-flight.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -100,6 +100,12 @@ struct PendingQueue {
     overflowed: bool,
 }
 
+/// An invalidation waiting for its peers' confirmations.
+struct Waiter {
+    remaining: HashSet<String>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// Consecutive-failure breaker. Open = every call skips the remote at once (no timeout paid);
 /// the recovery task probes, replays, then closes it.
 struct Breaker {
@@ -141,6 +147,9 @@ struct Inner {
     /// None with the in-process backend (it already is in-process).
     l1: Option<moka::future::Cache<String, L1Entry>>,
     gens: moka::future::Cache<String, u64>,
+    /// Bumped whenever `gens` is dropped wholesale, so a generation fetched before that is
+    /// not cached after it.
+    gens_epoch: AtomicU64,
     global: AtomicU64,
     local_gen: AtomicU64,
     breaker: Breaker,
@@ -148,6 +157,9 @@ struct Inner {
     subscribed: AtomicBool,
     pending: tokio::sync::Mutex<PendingQueue>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    sync_seq: AtomicU64,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    sync_timeouts: AtomicU64,
     stats: Stats,
     flushed: Mutex<HashMap<(String, String), StatsSnapshot>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -157,6 +169,18 @@ impl Drop for Inner {
     fn drop(&mut self) {
         for t in self.tasks.lock().expect("tasks lock").drain(..) {
             t.abort();
+        }
+        // Leave the peer set now rather than make writers wait for this process until its
+        // liveness key expires. Best effort: there may be no runtime left to run it on.
+        if self.l1.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let remote = self.remote.clone();
+            let (set, origin) = (self.space.peers(), self.origin.clone());
+            let timeout = self.config.op_timeout;
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(timeout, remote.remove_member(&set, &origin)).await;
+            });
         }
     }
 }
@@ -247,11 +271,15 @@ impl Cache {
             remote,
             l1,
             gens,
+            gens_epoch: AtomicU64::new(0),
             global: AtomicU64::new(0),
             local_gen: AtomicU64::new(0),
             subscribed: AtomicBool::new(in_process),
             pending: tokio::sync::Mutex::new(PendingQueue::default()),
             flights: Mutex::new(HashMap::new()),
+            sync_seq: AtomicU64::new(0),
+            waiters: Mutex::new(HashMap::new()),
+            sync_timeouts: AtomicU64::new(0),
             stats: Stats::default(),
             flushed: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -279,6 +307,7 @@ impl Cache {
             let tasks = vec![
                 tokio::spawn(recovery_task(weak.clone())),
                 tokio::spawn(subscriber_task(weak.clone())),
+                tokio::spawn(heartbeat_task(weak.clone())),
                 tokio::spawn(stats_task(weak)),
             ];
             cache.inner.tasks.lock().expect("tasks lock").extend(tasks);
@@ -309,6 +338,18 @@ impl Cache {
     /// Whether this process's L1 is kept coherent (subscribed to invalidations).
     pub fn is_coherent(&self) -> bool {
         self.inner.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Invalidations that returned before every live peer confirmed them (a peer died or was
+    /// cut off from Redis).
+    pub fn sync_timeouts(&self) -> u64 {
+        self.inner.sync_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// The processes an invalidation currently waits for (this one included when subscribed).
+    pub async fn peers(&self) -> Result<Vec<String>, CacheError> {
+        self.remote_call(self.inner.remote.live_members(&self.inner.space.peers()))
+            .await
     }
 
     /// Invalidations waiting for the remote to come back.
@@ -404,8 +445,72 @@ impl Cache {
     }
 
     /// Deletes physical keys everywhere. Never fails: while the remote is down the deletion is
-    /// queued and replayed on recovery.
+    /// queued and replayed on recovery. Returns once every live peer has dropped the keys from
+    /// its L1 (see [`Cache::invalidate_scopes`]).
     pub async fn invalidate_keys(&self, keys: &[String]) -> Removed {
+        let removed = self.remove_keys(keys).await;
+        self.sync_peers().await;
+        removed
+    }
+
+    /// Deletes every physical key matching a Redis glob (SCAN + UNLINK on every master).
+    pub async fn invalidate_pattern(&self, pattern: &str) -> Removed {
+        self.invalidate_l1_pattern(pattern);
+        let removed = match self
+            .remote_call(self.inner.remote.delete_pattern(pattern))
+            .await
+        {
+            Ok(n) => {
+                self.publish('p', pattern).await;
+                Removed { keys: n, scopes: 0 }
+            }
+            Err(_) => {
+                self.queue([Pending::Pattern(pattern.to_owned())]).await;
+                Removed::default()
+            }
+        };
+        self.sync_peers().await;
+        removed
+    }
+
+    /// Bumps a generation scope: every key depending on it is orphaned in O(1).
+    pub async fn invalidate_scope(&self, scope: &str) -> Removed {
+        self.invalidate_scopes(&[scope.to_owned()]).await
+    }
+
+    /// Bumps several generation scopes at once, then waits until every live peer (every
+    /// process subscribed to this cache's invalidations) has confirmed it applied them, up to
+    /// `sync_timeout`. So once this returns, no process serves a key depending on these
+    /// scopes from before the call: a read anywhere after a write that invalidated is fresh.
+    pub async fn invalidate_scopes(&self, scopes: &[String]) -> Removed {
+        futures::future::join_all(scopes.iter().map(|s| self.bump_scope(s))).await;
+        self.sync_peers().await;
+        Removed {
+            keys: 0,
+            scopes: scopes.len() as u64,
+        }
+    }
+
+    /// Cascade for one album: its detail, its photo pages and every album list page.
+    pub async fn invalidate_album(&self, album_id: &str) -> Removed {
+        self.invalidate_scopes(&[album_scope(album_id), ALBUM_LISTS_SCOPE.to_owned()])
+            .await
+    }
+
+    /// Orphans everything (bumps the global generation).
+    pub async fn invalidate_all(&self) -> Removed {
+        self.bump_scope("_global").await;
+        if let Some(g) = self.inner.gens.get("_global").await {
+            self.inner.global.store(g, Ordering::Release);
+        }
+        if let Some(l1) = &self.inner.l1 {
+            l1.invalidate_all();
+        }
+        self.sync_peers().await;
+        Removed { keys: 0, scopes: 1 }
+    }
+
+    async fn remove_keys(&self, keys: &[String]) -> Removed {
         if let Some(l1) = &self.inner.l1 {
             for k in keys {
                 l1.invalidate(k).await;
@@ -425,30 +530,11 @@ impl Cache {
         }
     }
 
-    /// Deletes every physical key matching a Redis glob (SCAN + UNLINK on every master).
-    pub async fn invalidate_pattern(&self, pattern: &str) -> Removed {
-        self.invalidate_l1_pattern(pattern);
-        match self
-            .remote_call(self.inner.remote.delete_pattern(pattern))
-            .await
-        {
-            Ok(n) => {
-                self.publish('p', pattern).await;
-                Removed { keys: n, scopes: 0 }
-            }
-            Err(_) => {
-                self.queue([Pending::Pattern(pattern.to_owned())]).await;
-                Removed::default()
-            }
-        }
-    }
-
-    /// Bumps a generation scope: every key depending on it is orphaned in O(1).
-    pub async fn invalidate_scope(&self, scope: &str) -> Removed {
+    async fn bump_scope(&self, scope: &str) {
         let key = self.inner.space.generation(scope);
         match self.remote_call(self.inner.remote.incr(&key, 1)).await {
             Ok(g) => {
-                self.inner.gens.insert(scope.to_owned(), g).await;
+                raise_generation(&self.inner, scope, g).await;
                 self.publish('g', &format!("{g}\t{scope}")).await;
             }
             Err(_) => {
@@ -457,26 +543,53 @@ impl Cache {
                 self.queue([Pending::Scope(scope.to_owned())]).await;
             }
         }
-        Removed { keys: 0, scopes: 1 }
     }
 
-    /// Cascade for one album: its detail, its photo pages and every album list page.
-    pub async fn invalidate_album(&self, album_id: &str) -> Removed {
-        self.invalidate_scope(&album_scope(album_id)).await;
-        self.invalidate_scope(ALBUM_LISTS_SCOPE).await;
-        Removed { keys: 0, scopes: 2 }
-    }
-
-    /// Orphans everything (bumps the global generation).
-    pub async fn invalidate_all(&self) -> Removed {
-        self.invalidate_scope("_global").await;
-        if let Some(g) = self.inner.gens.get("_global").await {
-            self.inner.global.store(g, Ordering::Release);
+    /// Waits until every live peer has applied this process's invalidations published so far.
+    /// Messages from one publisher reach every subscriber in order, and each peer handles its
+    /// messages in order, so a peer's confirmation of this request covers all of them.
+    async fn sync_peers(&self) {
+        let inner = &self.inner;
+        // In-process: nobody else to tell. Unsubscribed or cut off: this process cannot hear
+        // confirmations, and the queued invalidations are replayed (and peers resync) later.
+        if inner.l1.is_none() || !self.is_coherent() || inner.breaker.is_open() {
+            return;
         }
-        if let Some(l1) = &self.inner.l1 {
-            l1.invalidate_all();
+        let Ok(peers) = self
+            .remote_call(inner.remote.live_members(&inner.space.peers()))
+            .await
+        else {
+            return;
+        };
+        let remaining: HashSet<String> = peers.into_iter().filter(|p| *p != inner.origin).collect();
+        if remaining.is_empty() {
+            return;
         }
-        Removed { keys: 0, scopes: 1 }
+        let seq = inner.sync_seq.fetch_add(1, Ordering::Relaxed);
+        let (done, confirmed) = tokio::sync::oneshot::channel();
+        inner.waiters.lock().expect("waiters lock").insert(
+            seq,
+            Waiter {
+                remaining,
+                done: Some(done),
+            },
+        );
+        self.publish('y', &seq.to_string()).await;
+        let on_time = tokio::time::timeout(inner.config.sync_timeout, confirmed)
+            .await
+            .is_ok();
+        let waiter = inner.waiters.lock().expect("waiters lock").remove(&seq);
+        if !on_time {
+            inner.sync_timeouts.fetch_add(1, Ordering::Relaxed);
+            let missing: Vec<String> = waiter
+                .map(|w| w.remaining.into_iter().collect())
+                .unwrap_or_default();
+            tracing::warn!(
+                ?missing,
+                timeout = ?inner.config.sync_timeout,
+                "peers did not confirm an invalidation in time"
+            );
+        }
     }
 
     fn invalidate_l1_pattern(&self, pattern: &str) {
@@ -533,20 +646,33 @@ impl Cache {
     }
 
     async fn resolve(&self, key: &CacheKey) -> String {
+        // Without a live subscription, cached generations may have missed a bump: read them
+        // (and the global one) from the remote until the subscription is back.
+        let trusted = self.l1_usable();
         let mut gens = Vec::with_capacity(key.deps.len());
         for scope in &key.deps {
-            gens.push(self.generation(scope).await);
+            gens.push(self.generation(scope, trusted).await);
         }
-        self.inner
-            .space
-            .physical(key, &gens, self.inner.global.load(Ordering::Acquire))
+        let global = if trusted {
+            self.inner.global.load(Ordering::Acquire)
+        } else {
+            self.remote_call(
+                self.inner
+                    .remote
+                    .get_counter(&self.inner.space.global_generation()),
+            )
+            .await
+            .unwrap_or_else(|_| self.inner.global.load(Ordering::Acquire))
+        };
+        self.inner.space.physical(key, &gens, global)
     }
 
-    async fn generation(&self, scope: &str) -> u64 {
-        if let Some(g) = self.inner.gens.get(scope).await {
+    async fn generation(&self, scope: &str, trusted: bool) -> u64 {
+        if trusted && let Some(g) = self.inner.gens.get(scope).await {
             return g;
         }
-        let g = match self
+        let epoch = self.inner.gens_epoch.load(Ordering::Acquire);
+        match self
             .remote_call(
                 self.inner
                     .remote
@@ -554,11 +680,21 @@ impl Cache {
             )
             .await
         {
-            Ok(g) => g,
-            Err(_) => self.local_generation(),
-        };
-        self.inner.gens.insert(scope.to_owned(), g).await;
-        g
+            Ok(g) => {
+                if trusted && self.inner.gens_epoch.load(Ordering::Acquire) == epoch {
+                    raise_generation(&self.inner, scope, g).await;
+                }
+                g
+            }
+            Err(_) => match self.inner.gens.get(scope).await {
+                Some(g) => g,
+                None => {
+                    let g = self.local_generation();
+                    self.inner.gens.insert(scope.to_owned(), g).await;
+                    g
+                }
+            },
+        }
     }
 
     fn l1_usable(&self) -> bool {
@@ -638,6 +774,16 @@ impl Cache {
             flights.remove(pk);
         }
     }
+}
+
+/// Caches a generation learnt from the remote without ever lowering it: a slow read of the
+/// counter must not undo a newer value a message brought in the meantime.
+async fn raise_generation(inner: &Inner, scope: &str, g: u64) {
+    inner
+        .gens
+        .entry(scope.to_owned())
+        .and_upsert_with(|old| std::future::ready(old.map_or(g, |e| e.into_value().max(g))))
+        .await;
 }
 
 fn add_field(s: &mut StatsSnapshot, field: &str, v: u64) {
@@ -730,6 +876,7 @@ async fn resync(inner: &Inner) -> Result<(), CacheError> {
         .get_counter(&inner.space.global_generation())
         .await?;
     inner.global.store(g, Ordering::Release);
+    inner.gens_epoch.fetch_add(1, Ordering::AcqRel);
     inner.gens.invalidate_all();
     if let Some(l1) = &inner.l1 {
         l1.invalidate_all();
@@ -778,7 +925,6 @@ async fn recovery_task(weak: Weak<Inner>) {
 }
 
 async fn subscriber_task(weak: Weak<Inner>) {
-    let mut missed = false;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let channel = inner.space.channel();
@@ -790,7 +936,18 @@ async fn subscriber_task(weak: Weak<Inner>) {
             Ok(Ok(Some(mut stream))) => {
                 {
                     let Some(inner) = weak.upgrade() else { return };
-                    if missed && resync(&inner).await.is_err() {
+                    // Order matters. Joining the peer set first means every invalidation from
+                    // here on waits for our confirmation (we already hear its messages);
+                    // whatever was published before, the resync covers. Only then is L1
+                    // trusted.
+                    let ready = async {
+                        join_peers(&inner).await?;
+                        resync(&inner).await
+                    };
+                    if tokio::time::timeout(inner.config.op_timeout * 4, ready)
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
                         drop(inner);
                         tokio::time::sleep(backoff).await;
                         continue;
@@ -803,14 +960,44 @@ async fn subscriber_task(weak: Weak<Inner>) {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 inner.subscribed.store(false, Ordering::Release);
-                missed = true;
+                // Writers need not wait for a process that cannot hear them (it no longer
+                // trusts its L1). If Redis is down this fails and the liveness key expires.
+                let _ = remote_call(
+                    &inner,
+                    inner
+                        .remote
+                        .remove_member(&inner.space.peers(), &inner.origin),
+                )
+                .await;
             }
             Ok(Ok(None)) => return,
-            Ok(Err(_)) | Err(_) => {
-                missed = true;
-                tokio::time::sleep(backoff).await;
-            }
+            Ok(Err(_)) | Err(_) => tokio::time::sleep(backoff).await,
         }
+    }
+}
+
+/// A peer's liveness key lives for three heartbeats.
+fn peer_ttl(inner: &Inner) -> Duration {
+    inner.config.peer_heartbeat * 3
+}
+
+async fn join_peers(inner: &Inner) -> Result<(), CacheError> {
+    inner
+        .remote
+        .touch_member(&inner.space.peers(), &inner.origin, peer_ttl(inner))
+        .await
+}
+
+/// Renews this process's liveness key while it is subscribed.
+async fn heartbeat_task(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let every = inner.config.peer_heartbeat;
+        if inner.subscribed.load(Ordering::Acquire) {
+            let _ = remote_call(&inner, join_peers(&inner)).await;
+        }
+        drop(inner);
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -840,15 +1027,38 @@ async fn apply_message(inner: &Inner, msg: &str) {
                 && let Ok(g) = g.parse::<u64>()
             {
                 if scope == "_global" {
-                    inner.global.store(g, Ordering::Release);
+                    inner.global.fetch_max(g, Ordering::AcqRel);
                 }
-                inner.gens.insert(scope.to_owned(), g).await;
+                raise_generation(inner, scope, g).await;
             }
         }
         "G" => {
             if let Ok(g) = payload.parse::<u64>() {
-                inner.global.store(g, Ordering::Release);
+                inner.global.fetch_max(g, Ordering::AcqRel);
+                inner.gens_epoch.fetch_add(1, Ordering::AcqRel);
                 inner.gens.invalidate_all();
+            }
+        }
+        // A peer asks for confirmation that everything it published before has been applied
+        // here: it has (messages are handled in order).
+        "y" => {
+            let ack = format!("{}|a|{origin}:{payload}", inner.origin);
+            let _ = remote_call(inner, inner.remote.publish(&inner.space.channel(), ack)).await;
+        }
+        "a" => {
+            if let Some((to, seq)) = payload.split_once(':')
+                && to == inner.origin
+                && let Ok(seq) = seq.parse::<u64>()
+            {
+                let mut waiters = inner.waiters.lock().expect("waiters lock");
+                if let Some(w) = waiters.get_mut(&seq) {
+                    w.remaining.remove(origin);
+                    if w.remaining.is_empty()
+                        && let Some(done) = w.done.take()
+                    {
+                        let _ = done.send(());
+                    }
+                }
             }
         }
         _ => {}
@@ -1049,7 +1259,7 @@ impl NamedCache {
                 // A corrupt or differently-shaped entry: drop it and treat as a miss.
                 Counters::inc(&c.errors);
                 tracing::warn!(error = %e, key = pk, "dropping undecodable cache entry");
-                self.cache.invalidate_keys(&[pk.to_owned()]).await;
+                self.cache.remove_keys(&[pk.to_owned()]).await;
                 None
             }
         }

@@ -31,6 +31,12 @@ pub struct CacheConfig {
     pub replay_limit: usize,
     /// How often per-process stats are added to the cross-process totals in Redis.
     pub stats_flush_interval: Duration,
+    /// How long an invalidation waits for every live peer to confirm it has applied it to
+    /// its L1 (see the crate docs); a peer that does not answer in time is logged and skipped.
+    pub sync_timeout: Duration,
+    /// How often a subscribed process renews its entry in the peer set; an entry not renewed
+    /// for three periods is no longer waited for.
+    pub peer_heartbeat: Duration,
     pub codec: Codec,
 }
 
@@ -50,6 +56,8 @@ impl Default for CacheConfig {
             l1_ttl: Duration::from_secs(60),
             replay_limit: 10_000,
             stats_flush_interval: Duration::from_secs(5),
+            sync_timeout: Duration::from_millis(250),
+            peer_heartbeat: Duration::from_secs(1),
             codec: Codec::default(),
         }
     }

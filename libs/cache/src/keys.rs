@@ -169,6 +169,13 @@ impl KeySpace {
         format!("{}:v{}:invalidate", self.prefix, self.version)
     }
 
+    /// Set of processes sharing this cache (each with a liveness key next to it): the peers
+    /// an invalidation waits for. The hash tag keeps the set and the liveness keys in one
+    /// cluster slot.
+    pub fn peers(&self) -> String {
+        format!("{}:v{}:{{peers}}", self.prefix, self.version)
+    }
+
     /// Hash of cross-process stats for one cache name.
     pub fn stats(&self, cache: CacheName) -> String {
         format!("{}:v{}:stats:{}", self.prefix, self.version, cache.as_str())

@@ -32,6 +32,26 @@ pub struct Fixture {
     _cluster: Option<RedisCluster>,
 }
 
+/// Until its invalidation subscription is up a process reads every generation from Redis
+/// (it may have missed a bump); the suite measures the steady state.
+async fn coherent(cache: Cache) -> Cache {
+    photos_testkit::wait::until(
+        "subscribed",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            if cache.is_coherent() {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        },
+    )
+    .await
+    .unwrap();
+    cache
+}
+
 fn unique_prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
 }
@@ -53,6 +73,7 @@ async fn redis() -> Fixture {
     let cache = Cache::connect(CacheConfig::redis(server.url()).with_prefix(unique_prefix()))
         .await
         .unwrap();
+    let cache = coherent(cache).await;
     assert_eq!(cache.backend_kind(), BackendKind::Redis);
     Fixture {
         cache,
@@ -67,6 +88,7 @@ async fn cluster() -> Fixture {
         Cache::connect(CacheConfig::cluster(cluster.node_urls()).with_prefix(unique_prefix()))
             .await
             .unwrap();
+    let cache = coherent(cache).await;
     assert_eq!(cache.backend_kind(), BackendKind::RedisCluster);
     Fixture {
         cache,

@@ -101,6 +101,147 @@ async fn a_write_in_one_process_invalidates_the_l1_of_another() {
     .await;
 }
 
+fn l1_hits(cache: &Cache) -> u64 {
+    cache.stats().iter().map(|s| s.l1_hits).sum()
+}
+
+/// Invalidations are synchronous across processes: when one returns, every other process
+/// has already dropped what it invalidated, so a read right after it (no waiting, no retry)
+/// is fresh. `b` and `c` hold the value in their L1 each round.
+async fn invalidations_reach_every_peer_before_returning(a: Cache, b: Cache, c: Cache) {
+    for cache in [&a, &b, &c] {
+        coherent(cache).await;
+    }
+    eventually("three peers", || async {
+        a.peers().await.map(|p| p.len()).ok() == Some(3)
+    })
+    .await;
+    let (ca, cb, cc) = (
+        a.named(CacheName::Default),
+        b.named(CacheName::Default),
+        c.named(CacheName::Default),
+    );
+    let in_album = ca.key("album").part("7").album("7").build();
+    let plain = ca.key("photo").part("7").build();
+    for round in 0..30u32 {
+        ca.set(&in_album, &round).await.unwrap();
+        ca.set(&plain, &round).await.unwrap();
+        for (cache, reader) in [(&b, &cb), (&c, &cc)] {
+            // Until the reader answers this round's values from its L1 (the set's own
+            // message may lag: sets are not synchronous, invalidations are).
+            eventually("reader serves the round from L1", || async {
+                let before = l1_hits(cache);
+                reader.get::<u32>(&in_album).await == Some(round)
+                    && reader.get::<u32>(&plain).await == Some(round)
+                    && l1_hits(cache) == before + 2
+            })
+            .await;
+        }
+        match round % 3 {
+            0 => {
+                a.invalidate_album("7").await;
+                for reader in [&cb, &cc] {
+                    assert_eq!(reader.get::<u32>(&in_album).await, None, "round {round}");
+                }
+            }
+            1 => {
+                ca.delete(&plain).await;
+                for reader in [&cb, &cc] {
+                    assert_eq!(reader.get::<u32>(&plain).await, None, "round {round}");
+                }
+            }
+            _ => {
+                let prefix = &a.key_space().prefix;
+                a.invalidate_pattern(&format!("{prefix}:v1:default:photo:*"))
+                    .await;
+                for reader in [&cb, &cc] {
+                    assert_eq!(reader.get::<u32>(&plain).await, None, "round {round}");
+                }
+            }
+        }
+    }
+    assert_eq!(a.sync_timeouts(), 0, "every peer confirmed in time");
+
+    // A process that goes away leaves the peer set, and is no longer waited for.
+    drop((cc, c));
+    eventually("c left", || async {
+        a.peers().await.map(|p| p.len()).ok() == Some(2)
+    })
+    .await;
+    a.invalidate_album("7").await;
+    assert_eq!(a.sync_timeouts(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_are_synchronous_across_processes_on_redis() {
+    let server = RedisServer::start().await.unwrap();
+    let connect = || Cache::connect(config(&server.url(), "sync"));
+    let (a, b, c) = (
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+    );
+    invalidations_reach_every_peer_before_returning(a, b, c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_are_synchronous_across_processes_on_a_cluster() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let connect = || {
+        let mut cfg = CacheConfig::cluster(cluster.node_urls()).with_prefix("sync");
+        cfg.op_timeout = Duration::from_millis(300);
+        Cache::connect(cfg)
+    };
+    let (a, b, c) = (
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+    );
+    invalidations_reach_every_peer_before_returning(a, b, c).await;
+}
+
+/// A peer that stops answering (its process hangs, or its link to Redis is cut) delays an
+/// invalidation by at most `sync_timeout`, which is counted; it never fails the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_waited_for_at_most_the_sync_timeout() {
+    let server = RedisServer::start().await.unwrap();
+    let mut cfg = config(&server.url(), "silent");
+    cfg.sync_timeout = Duration::from_millis(50);
+    let a = Cache::connect(cfg).await.unwrap();
+    coherent(&a).await;
+    // A member that registered and then went silent (killed without leaving).
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let set = a.key_space().peers();
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(&set)
+        .arg("ghost")
+        .ignore()
+        .cmd("SET")
+        .arg(format!("{set}:ghost"))
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    a.invalidate_album("1").await;
+    assert_eq!(a.sync_timeouts(), 1);
+    // Once its liveness key expires it is forgotten.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{set}:ghost"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    a.invalidate_album("1").await;
+    assert_eq!(a.sync_timeouts(), 1);
+    let peers = a.peers().await.unwrap();
+    assert_eq!(peers.len(), 1, "only a itself is left: {peers:?}");
+    assert!(!peers.contains(&"ghost".to_string()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_falls_back_and_nothing_stale_is_served_after_recovery() {
     let mut server = RedisServer::start().await.unwrap();

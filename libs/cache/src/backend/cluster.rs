@@ -8,7 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
-use super::{BATCH, Backend, BackendInfo, BackendKind, used_memory};
+use super::{BATCH, Backend, BackendInfo, BackendKind, member_key, split_live, used_memory};
 use crate::CacheError;
 
 /// Redis Cluster through redis-rs cluster-async: one multiplexed connection per node, slot map
@@ -187,6 +187,60 @@ impl Backend for ClusterBackend {
         let _: u64 = redis::cmd("PUBLISH")
             .arg(channel)
             .arg(message)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn touch_member(&self, set: &str, member: &str, ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: u64 = redis::cmd("SADD")
+            .arg(set)
+            .arg(member)
+            .query_async(&mut conn)
+            .await?;
+        let () = redis::cmd("SET")
+            .arg(member_key(set, member))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn live_members(&self, set: &str) -> Result<Vec<String>, CacheError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(set)
+            .query_async(&mut conn)
+            .await?;
+        if members.is_empty() {
+            return Ok(members);
+        }
+        let keys: Vec<String> = members.iter().map(|m| member_key(set, m)).collect();
+        // The set's name carries a hash tag, so the MGET stays on one node.
+        let alive: Vec<Option<u8>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let (live, dead) = split_live(members, &alive);
+        if !dead.is_empty() {
+            let _: u64 = redis::cmd("SREM")
+                .arg(set)
+                .arg(&dead)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(live)
+    }
+
+    async fn remove_member(&self, set: &str, member: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: u64 = redis::cmd("SREM")
+            .arg(set)
+            .arg(member)
+            .query_async(&mut conn)
+            .await?;
+        let _: u64 = redis::cmd("DEL")
+            .arg(member_key(set, member))
             .query_async(&mut conn)
             .await?;
         Ok(())

@@ -143,6 +143,19 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    // One process, nothing to hear from: no peers to wait for.
+    async fn touch_member(&self, _: &str, _: &str, _: Duration) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    async fn live_members(&self, _: &str) -> Result<Vec<String>, CacheError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_member(&self, _: &str, _: &str) -> Result<(), CacheError> {
+        Ok(())
+    }
+
     async fn subscribe(&self, _: &str) -> Result<Option<BoxStream<'static, String>>, CacheError> {
         Ok(None)
     }

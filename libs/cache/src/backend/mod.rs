@@ -60,6 +60,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn hincr(&self, key: &str, fields: &[(&str, u64)]) -> Result<(), CacheError>;
     async fn hgetall(&self, key: &str) -> Result<Vec<(String, u64)>, CacheError>;
     async fn publish(&self, channel: &str, message: String) -> Result<(), CacheError>;
+    /// Adds `member` to the set `set` and (re)arms its liveness key `{set}:{member}` for
+    /// `ttl` (a peer's heartbeat). Liveness rides on the server's expiry, so no two processes'
+    /// clocks are ever compared.
+    async fn touch_member(&self, set: &str, member: &str, ttl: Duration) -> Result<(), CacheError>;
+    /// Members of `set` whose liveness key has not expired; the expired ones are removed.
+    async fn live_members(&self, set: &str) -> Result<Vec<String>, CacheError>;
+    async fn remove_member(&self, set: &str, member: &str) -> Result<(), CacheError>;
     /// Subscribes to a channel; `None` when the backend is in-process (nothing to hear).
     /// The stream ends when the connection drops.
     async fn subscribe(
@@ -77,6 +84,26 @@ pub(crate) fn used_memory(info: &str) -> u64 {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The liveness key of one member of a peer set (same hash slot as the set when the set's
+/// name carries a hash tag).
+pub(crate) fn member_key(set: &str, member: &str) -> String {
+    format!("{set}:{member}")
+}
+
+/// Splits members by whether their liveness key (in the same order) is still there.
+pub(crate) fn split_live(members: Vec<String>, alive: &[Option<u8>]) -> (Vec<String>, Vec<String>) {
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    for (m, a) in members.into_iter().zip(alive) {
+        if a.is_some() {
+            live.push(m)
+        } else {
+            dead.push(m)
+        }
+    }
+    (live, dead)
 }
 
 /// Keys per UNLINK / SCAN COUNT batch.

@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::{BATCH, Backend, BackendInfo, BackendKind, used_memory};
+use super::{BATCH, Backend, BackendInfo, BackendKind, member_key, split_live, used_memory};
 use crate::CacheError;
 
 /// Redis standalone through a pool of up to `max_connections` (50 by default) multiplexed
@@ -179,6 +179,43 @@ impl Backend for StandaloneBackend {
             .run(redis::cmd("PUBLISH").arg(channel).arg(message))
             .await?;
         Ok(())
+    }
+
+    async fn touch_member(&self, set: &str, member: &str, ttl: Duration) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(set).arg(member).ignore();
+        pipe.cmd("SET")
+            .arg(member_key(set, member))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .ignore();
+        let mut conn = self.conn().await?;
+        let r = pipe.query_async::<()>(&mut *conn).await;
+        conn.check(r)
+    }
+
+    async fn live_members(&self, set: &str) -> Result<Vec<String>, CacheError> {
+        let members: Vec<String> = self.run(redis::cmd("SMEMBERS").arg(set)).await?;
+        if members.is_empty() {
+            return Ok(members);
+        }
+        let keys: Vec<String> = members.iter().map(|m| member_key(set, m)).collect();
+        let alive: Vec<Option<u8>> = self.run(redis::cmd("MGET").arg(&keys)).await?;
+        let (live, dead) = split_live(members, &alive);
+        if !dead.is_empty() {
+            let _: u64 = self.run(redis::cmd("SREM").arg(set).arg(&dead)).await?;
+        }
+        Ok(live)
+    }
+
+    async fn remove_member(&self, set: &str, member: &str) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SREM").arg(set).arg(member).ignore();
+        pipe.cmd("DEL").arg(member_key(set, member)).ignore();
+        let mut conn = self.conn().await?;
+        let r = pipe.query_async::<()>(&mut *conn).await;
+        conn.check(r)
     }
 
     async fn subscribe(
