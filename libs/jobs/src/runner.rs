@@ -130,6 +130,12 @@ impl Runner {
         }
     }
 
+    /// Uses `waker` (e.g. one handed to an API before the runner was built) to wake this runner.
+    pub fn with_waker(mut self, waker: Waker) -> Self {
+        self.waker = waker;
+        self
+    }
+
     pub fn register(mut self, kind: impl Into<String>, executor: Arc<dyn Executor>) -> Self {
         self.executors.insert(kind.into(), executor);
         self

@@ -1,6 +1,6 @@
 use photos_runtime::app::ServiceConfig;
 use photos_runtime::config::{ConfigError, Validate};
-use photos_runtime::{Secret, ServerConfig, TelemetryConfig};
+use photos_runtime::{Secret, ServerConfig, TelemetryConfig, UpstreamConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -10,6 +10,21 @@ pub struct CatalogConfig {
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
     pub page_tokens: PageTokenConfig,
+    /// Bulk jobs (see `jobs`) and the services they call.
+    pub jobs: crate::jobs::JobsConfig,
+    pub media: UpstreamConfig,
+    pub storage: UpstreamConfig,
+    pub cache_admin: UpstreamConfig,
+}
+
+impl CatalogConfig {
+    pub fn upstreams(&self) -> crate::jobs::UpstreamConfigs {
+        crate::jobs::UpstreamConfigs {
+            media: self.media.clone(),
+            storage: self.storage.clone(),
+            cache_admin: self.cache_admin.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,6 +68,10 @@ impl Default for CatalogConfig {
             telemetry: TelemetryConfig::default(),
             database: DatabaseConfig::default(),
             page_tokens: PageTokenConfig::default(),
+            jobs: crate::jobs::JobsConfig::default(),
+            media: UpstreamConfig::new("http://127.0.0.1:50052"),
+            storage: UpstreamConfig::new("http://127.0.0.1:50053"),
+            cache_admin: UpstreamConfig::new("http://127.0.0.1:50054"),
         }
     }
 }
@@ -61,6 +80,10 @@ impl Validate for CatalogConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.telemetry.validate()?;
+        self.jobs.validate()?;
+        self.media.validate_as("media")?;
+        self.storage.validate_as("storage")?;
+        self.cache_admin.validate_as("cache_admin")?;
         let url = self.database.url.expose();
         if !(url.starts_with("postgres://")
             || url.starts_with("postgresql://")

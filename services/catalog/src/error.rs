@@ -23,6 +23,8 @@ pub enum CatalogError {
     Decode(#[from] serde_json::Error),
     #[error(transparent)]
     Server(#[from] photos_runtime::server::ServerError),
+    #[error(transparent)]
+    Jobs(#[from] photos_jobs::JobError),
 }
 
 impl CatalogError {
@@ -60,6 +62,7 @@ impl CatalogError {
             {
                 ErrorKind::DeadlineExceeded
             }
+            CatalogError::Jobs(e) => e.kind(),
             CatalogError::Database(_)
             | CatalogError::Migrate(_)
             | CatalogError::Decode(_)

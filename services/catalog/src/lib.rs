@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 mod grpc;
+pub mod jobs;
 pub mod model;
 pub mod store;
 pub mod token;
@@ -24,6 +25,7 @@ use token::TokenKey;
 pub struct Application {
     server: BoundServer,
     store: Store,
+    jobs: jobs::Hosted,
 }
 
 /// Binds the ports and prepares the pool; nothing is served until `run_until_stopped`.
@@ -37,17 +39,29 @@ pub async fn build(config: CatalogConfig) -> Result<Application, CatalogError> {
         TokenKey::new(secret.as_bytes())
     };
     let catalog = Catalog::new(store.clone(), tokens);
+    let jobs = jobs::Hosted::new(
+        &store,
+        catalog.clone(),
+        config.jobs.clone(),
+        config.upstreams(),
+    );
     let service = CatalogServiceServer::new(grpc::CatalogGrpc { catalog })
         .max_decoding_message_size(config.server.max_message_bytes);
     let server = ServerBuilder::new("catalog", config.server.clone())
         .add_service(service)
         .descriptor(photos_proto::catalog::v1::FILE_DESCRIPTOR_SET)
+        .add_service(jobs.service())
+        .descriptor(photos_proto::jobs::v1::FILE_DESCRIPTOR_SET)
         .bind()
         .await?;
     server
         .metrics()
         .with_registry(|registry| store.register_metrics(registry));
-    Ok(Application { server, store })
+    Ok(Application {
+        server,
+        store,
+        jobs,
+    })
 }
 
 impl Application {
@@ -59,6 +73,11 @@ impl Application {
         self.server.admin_addr()
     }
 
+    /// Where the bulk jobs find media, storage and cache-admin, when only known after build.
+    pub fn set_job_upstreams(&mut self, upstreams: jobs::UpstreamConfigs) {
+        self.jobs.set_upstreams(upstreams);
+    }
+
     /// Serves until `shutdown` resolves, then drains. SERVING once migrations have run and the
     /// database answers.
     pub async fn run_until_stopped(
@@ -66,15 +85,21 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), CatalogError> {
         let store = self.store;
+        let jobs = self.jobs;
         tracing::info!(backend = store.backend(), "catalog store configured");
-        self.server
-            .run(
-                move || {
-                    let store = store.clone();
-                    async move { store.migrate_and_check().await }
-                },
-                shutdown,
-            )
+        let shutdown = jobs.on_shutdown(shutdown);
+        let readiness = {
+            let migrate_jobs = jobs.migration_fn();
+            move || {
+                let store = store.clone();
+                let migrate_jobs = migrate_jobs();
+                async move {
+                    store.migrate_and_check().await?;
+                    migrate_jobs.await.map_err(CatalogError::from)
+                }
+            }
+        };
+        jobs.run_alongside(self.server.run(readiness, shutdown))
             .await?;
         Ok(())
     }
