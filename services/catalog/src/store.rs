@@ -298,12 +298,14 @@ impl Store {
     /// Counts and times one statement; slow ones are logged with their SQL and trace id.
     async fn timed<T>(&self, sql: &str, future: impl Future<Output = T>) -> T {
         accounting::statement();
+        photos_runtime::tracking::statement();
         self.metrics.statements.inc();
         let started = Instant::now();
         let output = future.await;
         let elapsed = started.elapsed();
         if elapsed >= self.slow_after {
             self.metrics.slow_statements.inc();
+            photos_runtime::tracking::slow_statement(sql, elapsed);
             let trace_id = photos_runtime::propagation::trace_id(&tracing::Span::current())
                 .unwrap_or_default();
             tracing::warn!(
