@@ -175,7 +175,17 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
         need_w = need_w.max(nw);
         need_h = need_h.max(nh);
     }
-    let base = decode(bytes, &info, need_w, need_h, &options.limits)?;
+    let base = {
+        let _span = tracing::info_span!(
+            "image.decode",
+            image.format = ?info.format,
+            image.width = w,
+            image.height = h,
+            image.bytes = bytes.len(),
+        )
+        .entered();
+        decode(bytes, &info, need_w, need_h, &options.limits)?
+    };
 
     // Largest first, so each output can be cut from the smallest bigger one already made.
     let mut order: Vec<usize> = (0..plans.len()).collect();
@@ -207,7 +217,16 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
             },
             Fit::Cover => smart_window(src, p.crop_w * sx, p.crop_h * sy),
         };
-        let out = resize(src, window, p.out_w, p.out_h);
+        let out = {
+            let _span = tracing::info_span!(
+                "image.resize",
+                image.preset = %options.presets[i].name,
+                image.width = p.out_w,
+                image.height = p.out_h,
+            )
+            .entered();
+            resize(src, window, p.out_w, p.out_h)
+        };
         rasters[i] = Some(out);
         if options.presets[i].fit == Fit::Inside {
             frames.push(i);
@@ -220,6 +239,7 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
             .filter(|f| f.width >= 64 || f.height >= 64 || (f.width == w && f.height == h))
             .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
             .unwrap_or(&base);
+        let _span = tracing::info_span!("image.placeholders").entered();
         placeholders(src)?
     };
     // The decoded frame is the biggest buffer: free it before the encoders allocate theirs.
@@ -241,6 +261,8 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
     let results: Mutex<Vec<Option<EncodeResult>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
     let workers = options.threads.clamp(1, jobs.len().max(1));
+    // Encoder threads do not inherit the caller's span; their spans name it as parent.
+    let parent = tracing::Span::current();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -251,6 +273,14 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
                     };
                     let raster = rasters[i].as_ref().expect("every preset was resized");
                     let preset = &options.presets[i];
+                    let span = tracing::info_span!(
+                        parent: &parent,
+                        "image.encode",
+                        image.preset = %preset.name,
+                        image.format = ?format,
+                        image.bytes = tracing::field::Empty,
+                    )
+                    .entered();
                     let out = match format {
                         OutputFormat::Jpeg => {
                             encode_jpeg(raster, preset.jpeg_quality).map(
@@ -264,6 +294,10 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
                             encode_webp(raster, preset.webp_quality, options.webp)
                         }
                     };
+                    if let Ok(b) = &out {
+                        span.record("image.bytes", b.len());
+                    }
+                    drop(span);
                     results.lock().expect("no panics while holding the lock")[j] = Some(out);
                 }
             });

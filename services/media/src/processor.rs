@@ -142,7 +142,9 @@ impl Processor {
             .acquire_owned()
             .await
             .map_err(|e| MediaError::Worker(e.to_string()))?;
-        tokio::task::spawn_blocking(f)
+        // The blocking pool does not inherit the caller's span; the image stages belong to it.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(f))
             .await
             .map_err(|e| MediaError::Worker(e.to_string()))?
     }
