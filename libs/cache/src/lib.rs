@@ -27,3 +27,7 @@ pub use error::CacheError;
 pub use keys::{CacheKey, KeyBuilder, album_scope};
 pub use policy::{CacheName, Policy};
 pub use stats::StatsSnapshot;
+
+/// Request metadata asking a service to recompute a cached read and refill the cache (value
+/// `1`), as cache warming does.
+pub const REFRESH_METADATA: &str = "x-cache-refresh";

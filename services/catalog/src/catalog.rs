@@ -1,12 +1,15 @@
 //! The catalog's operations and their SQL. Reads are one statement per page (counts, previews
-//! and variants are nested in the row as JSON); writes that read before they write run in a
-//! transaction so a failure leaves nothing half-written.
+//! and variants are nested in the row as JSON) and go through the read-through cache (see
+//! `cache`); writes that read before they write run in a transaction so a failure leaves
+//! nothing half-written, and bump the cache scopes they affect right after they commit.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use photos_cache::policy;
 use serde::de::DeserializeOwned;
 
+use crate::cache::{CatalogCache, Freshness, family};
 use crate::error::CatalogError;
 use crate::model::*;
 use crate::store::{Arg, Dialect, Statement, Store};
@@ -220,10 +223,16 @@ impl Json {
         ));
         d.object(&[
             ("id", "p.id"),
+            ("album_id", "p.album_id"),
             ("original", "p.original_key"),
             ("variants", &variants),
         ])
     }
+}
+
+/// An I/O error while a write was in flight leaves unknown whether it committed.
+fn may_have_committed(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_))
 }
 
 /// `col_order >= o AND (col_order > o OR created < c OR (created = c AND id < i))`: rows after
@@ -243,15 +252,43 @@ fn after_ordered(stmt: &mut Statement, alias: &str, pos: Position) {
 pub struct Catalog {
     store: Store,
     tokens: TokenKey,
+    cache: CatalogCache,
 }
 
 impl Catalog {
+    /// A catalog without caching; see [`Catalog::with_cache`].
     pub fn new(store: Store, tokens: TokenKey) -> Self {
-        Self { store, tokens }
+        Self {
+            store,
+            tokens,
+            cache: CatalogCache::default(),
+        }
+    }
+
+    pub fn with_cache(self, cache: CatalogCache) -> Self {
+        Self { cache, ..self }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn cache(&self) -> &CatalogCache {
+        &self.cache
+    }
+
+    /// Called with the outcome of a write's committing statement: bumps the cache scopes of
+    /// `albums` (and of every list) when it committed, or may have (an I/O error while
+    /// committing leaves that unknown), before the write returns.
+    async fn after_commit<T>(
+        &self,
+        albums: &[i64],
+        outcome: std::result::Result<T, sqlx::Error>,
+    ) -> std::result::Result<T, sqlx::Error> {
+        if outcome.as_ref().err().is_none_or(may_have_committed) {
+            self.cache.albums_changed(albums.iter().copied()).await;
+        }
+        outcome
     }
 
     fn json(&self) -> Json {
@@ -307,7 +344,9 @@ impl Catalog {
             values[0], values[1], values[2], values[3], values[4], values[5], values[5],
             self.as_text(&row)
         ));
-        let row = self.store.optional(&s).await?;
+        let row = self
+            .after_commit(&[], self.store.optional(&s).await)
+            .await?;
         parse(&row.ok_or_else(|| CatalogError::invalid("album was not created"))?)
     }
 
@@ -330,17 +369,34 @@ impl Catalog {
         parse(&row.ok_or_else(|| CatalogError::not_found("album", id))?)
     }
 
-    /// The album (count, previews) and the first page of its photos: two statements.
+    /// The album (count, previews) and the first page of its photos: two statements on a
+    /// cache miss.
     pub async fn get_album(
         &self,
         id: &str,
         photo_page_size: i32,
+        freshness: Freshness,
     ) -> Result<(AlbumRow, Page<PhotoRow>)> {
         let id = parse_id("album", id)?;
         let size = page_size(photo_page_size, DEFAULT_PHOTO_PAGE)?;
-        let album = self.fetch_album(id).await?;
-        let photos = self.photo_page(id, size, None).await?;
-        Ok((album, photos))
+        self.cache
+            .read(
+                |c| {
+                    c.key(family::ALBUM)
+                        .part(id)
+                        .part(size)
+                        .album(&id.to_string())
+                        .build()
+                },
+                policy::ALBUM_DETAIL,
+                freshness,
+                || async {
+                    let album = self.fetch_album(id).await?;
+                    let photos = self.photo_page(id, size, None).await?;
+                    Ok((album, photos))
+                },
+            )
+            .await
     }
 
     pub async fn update_album(&self, id: &str, patch: AlbumPatch) -> Result<AlbumRow> {
@@ -390,7 +446,11 @@ impl Catalog {
                 " AND EXISTS (SELECT 1 FROM photos cp WHERE cp.id = {p} AND cp.album_id = {id_arg})"
             ));
         }
-        if self.store.execute(&s).await? == 0 {
+        if self
+            .after_commit(&[id], self.store.execute(&s).await)
+            .await?
+            == 0
+        {
             let album = self.fetch_album(id).await?;
             if let Some(photo_id) = cover {
                 return Err(CatalogError::invalid(format!(
@@ -430,7 +490,7 @@ impl Catalog {
         let a = delete.arg(Arg::I64(id));
         delete.push(&format!("DELETE FROM albums WHERE id = {a}"));
         tx.execute(&delete).await?;
-        tx.commit().await?;
+        self.after_commit(&[id], tx.commit().await).await?;
         Ok(photos
             .into_iter()
             .flat_map(|p| std::iter::once(p.original).chain(p.variants))
@@ -473,8 +533,29 @@ impl Catalog {
         s
     }
 
-    /// A page of albums, ordered by `order` then newest first: one statement.
-    pub async fn list_albums(&self, mut q: AlbumQuery) -> Result<Page<AlbumRow>> {
+    /// A page of albums, ordered by `order` then newest first: one statement on a cache miss,
+    /// none on a hit.
+    pub async fn list_albums(&self, q: AlbumQuery, freshness: Freshness) -> Result<Page<AlbumRow>> {
+        self.cache
+            .read(
+                |c| {
+                    c.key(family::ALBUM_LIST)
+                        .part(q.published_only)
+                        .part(&q.owner_id)
+                        .part(q.page_size)
+                        .part(q.preview_count)
+                        .part(&q.page_token)
+                        .album_lists()
+                        .build()
+                },
+                policy::ALBUM_LIST,
+                freshness,
+                || self.load_albums(q.clone()),
+            )
+            .await
+    }
+
+    async fn load_albums(&self, mut q: AlbumQuery) -> Result<Page<AlbumRow>> {
         let size = page_size(q.page_size, DEFAULT_ALBUM_PAGE)?;
         if q.preview_count < 0 {
             return Err(CatalogError::invalid(format!(
@@ -537,7 +618,7 @@ impl Catalog {
             drop(tx);
             return Err(self.missing_albums(&ids).await);
         }
-        tx.commit().await?;
+        self.after_commit(&ids, tx.commit().await).await?;
         Ok(updated as i32)
     }
 
@@ -576,7 +657,11 @@ impl Catalog {
             "UPDATE albums SET is_published = {p}, updated_at = {now} WHERE id IN ({list}) \
              RETURNING CAST(id AS TEXT)"
         ));
-        let updated: HashSet<String> = self.store.rows(&s).await?.into_iter().collect();
+        let updated: HashSet<String> = self
+            .after_commit(&parsed, self.store.rows(&s).await)
+            .await?
+            .into_iter()
+            .collect();
         let not_found = parsed
             .iter()
             .map(|i| i.to_string())
@@ -627,7 +712,10 @@ impl Catalog {
              FROM albums a WHERE a.id = {a} \
              ON CONFLICT (album_id, content_sha256) DO NOTHING RETURNING CAST(id AS TEXT)"
         ));
-        let inserted = match self.store.optional(&s).await {
+        let inserted = match self
+            .after_commit(&[album_id], self.store.optional(&s).await)
+            .await
+        {
             Ok(row) => row,
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                 // The album was deleted between our read of it and the insert.
@@ -669,8 +757,62 @@ impl Catalog {
         parse(&row.ok_or_else(|| CatalogError::not_found("photo", id))?)
     }
 
-    pub async fn get_photo(&self, id: &str) -> Result<PhotoRow> {
-        self.fetch_photo(parse_id("photo", id)?).await
+    /// A photo. Its cached detail depends on its album's generation (every photo write bumps
+    /// it), found through a cached photo → album entry; the entry is checked against the row
+    /// loaded through it, since SQLite may hand a deleted photo's id to a new photo.
+    pub async fn get_photo(&self, id: &str, freshness: Freshness) -> Result<PhotoRow> {
+        let id = parse_id("photo", id)?;
+        let Some(named) = self.cache.named() else {
+            return self.fetch_photo(id).await;
+        };
+        let album_key = named.key(family::PHOTO_ALBUM).part(id).build();
+        let album = match freshness {
+            Freshness::Cached => named.get::<i64>(&album_key).await,
+            Freshness::Refresh => None,
+        };
+        /// The loaded photo is not in the album the lookup assumed: not cached there.
+        enum Load {
+            Failed(CatalogError),
+            Elsewhere(Box<PhotoRow>),
+        }
+        let found = match album {
+            Some(album) => {
+                let key = named
+                    .key(family::PHOTO)
+                    .part(id)
+                    .album(&album.to_string())
+                    .build();
+                let mut loaded = false;
+                let load = || {
+                    loaded = true;
+                    async {
+                        let p = self.fetch_photo(id).await.map_err(Load::Failed)?;
+                        if p.album_id == album {
+                            Ok(p)
+                        } else {
+                            Err(Load::Elsewhere(Box::new(p)))
+                        }
+                    }
+                };
+                let result = named.get_or_load(&key, policy::PHOTOS, load).await;
+                photos_runtime::tracking::cache_lookup(!loaded);
+                match result {
+                    Ok(p) => return Ok(p),
+                    Err(Load::Failed(e)) => return Err(e),
+                    Err(Load::Elsewhere(p)) => *p,
+                }
+            }
+            // The detail's key needs the album, known only after this load: cache the album
+            // now and the detail on the next read (its key must be resolved before its load).
+            None => {
+                photos_runtime::tracking::cache_lookup(false);
+                self.fetch_photo(id).await?
+            }
+        };
+        let _ = named
+            .set_with(&album_key, &found.album_id, policy::PHOTOS.ttl)
+            .await;
+        Ok(found)
     }
 
     pub async fn update_photo(&self, id: &str, patch: PhotoPatch) -> Result<PhotoRow> {
@@ -697,12 +839,21 @@ impl Catalog {
         sets.push(format!("updated_at = {}", s.arg(Arg::I64(now_micros()))));
         let i = s.arg(Arg::I64(id));
         s.push(&format!(
-            "UPDATE photos SET {} WHERE id = {i}",
+            "UPDATE photos SET {} WHERE id = {i} RETURNING CAST(album_id AS TEXT)",
             sets.join(", ")
         ));
-        if self.store.execute(&s).await? == 0 {
-            return Err(CatalogError::not_found("photo", id));
-        }
+        let album = match self.store.optional(&s).await {
+            Ok(Some(album)) => album.parse::<i64>().ok(),
+            Ok(None) => return Err(CatalogError::not_found("photo", id)),
+            Err(e) => {
+                if may_have_committed(&e) {
+                    // Its album is unknown here: the lists at least.
+                    self.cache.albums_changed([]).await;
+                }
+                return Err(e.into());
+            }
+        };
+        self.cache.albums_changed(album).await;
         self.fetch_photo(id).await
     }
 
@@ -726,7 +877,8 @@ impl Catalog {
         let i = delete.arg(Arg::I64(id));
         delete.push(&format!("DELETE FROM photos WHERE id = {i}"));
         tx.execute(&delete).await?;
-        tx.commit().await?;
+        self.after_commit(&[photo.album_id], tx.commit().await)
+            .await?;
         Ok(std::iter::once(photo.original)
             .chain(photo.variants)
             .collect())
@@ -801,9 +953,28 @@ impl Catalog {
         album_id: &str,
         page_size_req: i32,
         token: &str,
+        freshness: Freshness,
     ) -> Result<Page<PhotoRow>> {
         let album_id = parse_id("album", album_id)?;
         let size = page_size(page_size_req, DEFAULT_PHOTO_PAGE)?;
+        self.cache
+            .read(
+                |c| {
+                    c.key(family::PHOTO_PAGE)
+                        .part(album_id)
+                        .part(size)
+                        .part(token)
+                        .album(&album_id.to_string())
+                        .build()
+                },
+                policy::PHOTOS,
+                freshness,
+                || self.load_photos(album_id, size, token),
+            )
+            .await
+    }
+
+    async fn load_photos(&self, album_id: i64, size: i64, token: &str) -> Result<Page<PhotoRow>> {
         let after = self.tokens.decode(&format!("photos|{album_id}"), token)?;
         let page = self.photo_page(album_id, size, after).await?;
         if page.items.is_empty() && after.is_none() {
@@ -849,14 +1020,38 @@ impl Catalog {
         s
     }
 
-    /// Newest photos across albums.
+    /// Newest photos across albums. Cached under the `albums` scope, which every write bumps.
     pub async fn list_recent_photos(
         &self,
         page_size_req: i32,
         token: &str,
         published_only: bool,
+        freshness: Freshness,
     ) -> Result<Page<PhotoRow>> {
         let size = page_size(page_size_req, DEFAULT_PHOTO_PAGE)?;
+        self.cache
+            .read(
+                |c| {
+                    c.key(family::RECENT)
+                        .part(published_only)
+                        .part(size)
+                        .part(token)
+                        .album_lists()
+                        .build()
+                },
+                policy::PHOTOS,
+                freshness,
+                || self.load_recent(size, token, published_only),
+            )
+            .await
+    }
+
+    async fn load_recent(
+        &self,
+        size: i64,
+        token: &str,
+        published_only: bool,
+    ) -> Result<Page<PhotoRow>> {
         let scope = format!("recent|{published_only}");
         let after = self.tokens.decode(&scope, token)?;
         let rows = self
@@ -908,7 +1103,7 @@ impl Catalog {
                 ids.len() as u64 - updated
             )));
         }
-        tx.commit().await?;
+        self.after_commit(&[album], tx.commit().await).await?;
         Ok(updated as i32)
     }
 
@@ -1031,8 +1226,10 @@ impl Catalog {
             tx.execute(&upsert).await?;
         }
         let row = tx.optional(&self.photo_statement(id)).await?;
-        tx.commit().await?;
-        parse(&row.ok_or_else(|| CatalogError::not_found("photo", id))?)
+        let photo: PhotoRow = parse(&row.ok_or_else(|| CatalogError::not_found("photo", id))?)?;
+        self.after_commit(&[photo.album_id], tx.commit().await)
+            .await?;
+        Ok(photo)
     }
 
     /// Photos (not failed) lacking the (preset, format) variant, by id.
@@ -1099,8 +1296,20 @@ impl Catalog {
         Ok((keys, last))
     }
 
-    /// Totals (one statement) and per-album figures for the largest albums (one statement).
-    pub async fn stats(&self) -> Result<(Totals, Vec<AlbumStatsRow>)> {
+    /// Totals and per-album figures for the largest albums (two statements on a cache miss).
+    /// Cached under the `albums` scope, which every write bumps.
+    pub async fn stats(&self, freshness: Freshness) -> Result<(Totals, Vec<AlbumStatsRow>)> {
+        self.cache
+            .read(
+                |c| c.key(family::STATS).album_lists().build(),
+                policy::STATS,
+                freshness,
+                || self.load_stats(),
+            )
+            .await
+    }
+
+    async fn load_stats(&self) -> Result<(Totals, Vec<AlbumStatsRow>)> {
         let d = self.store.dialect();
         let published = if d == Dialect::Postgres {
             "is_published"

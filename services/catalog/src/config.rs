@@ -10,6 +10,7 @@ pub struct CatalogConfig {
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
     pub page_tokens: PageTokenConfig,
+    pub cache: CacheSettings,
     /// Bulk jobs (see `jobs`) and the services they call.
     pub jobs: crate::jobs::JobsConfig,
     pub media: UpstreamConfig,
@@ -23,6 +24,51 @@ impl CatalogConfig {
             media: self.media.clone(),
             storage: self.storage.clone(),
             cache_admin: self.cache_admin.clone(),
+        }
+    }
+}
+
+/// Where read-through entries live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    /// No caching: every read runs its SQL. For several replicas without a shared Redis
+    /// (per-replica caches could not see each other's writes).
+    None,
+    /// In-process only (the embedded default): right for one instance.
+    #[default]
+    Memory,
+    /// Redis standalone at `cache.url`, with an in-process L1 kept coherent across replicas.
+    Redis,
+    /// Redis Cluster from the seeds in `cache.cluster_nodes`, with the same L1.
+    Cluster,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSettings {
+    pub backend: CacheBackend,
+    /// `redis://[:password@]host:port/db` (backend = redis).
+    pub url: Secret,
+    /// `redis://host:port` of some cluster nodes (backend = cluster).
+    pub cluster_nodes: Vec<Secret>,
+    /// First segment of every key; must equal cache-admin's `redis.prefix`.
+    pub prefix: String,
+    /// Standalone pool size.
+    pub max_connections: usize,
+    /// How long a write waits for the other replicas to confirm its invalidation.
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            backend: CacheBackend::Memory,
+            url: Secret::default(),
+            cluster_nodes: Vec::new(),
+            prefix: "photos".into(),
+            max_connections: 50,
+            sync_timeout_ms: 250,
         }
     }
 }
@@ -68,6 +114,7 @@ impl Default for CatalogConfig {
             telemetry: TelemetryConfig::default(),
             database: DatabaseConfig::default(),
             page_tokens: PageTokenConfig::default(),
+            cache: CacheSettings::default(),
             jobs: crate::jobs::JobsConfig::default(),
             media: UpstreamConfig::new("http://127.0.0.1:50052"),
             storage: UpstreamConfig::new("http://127.0.0.1:50053"),
@@ -108,6 +155,52 @@ impl Validate for CatalogConfig {
                     "must be below server.request_timeout_ms ({})",
                     self.server.request_timeout_ms
                 ),
+            ));
+        }
+        self.validate_cache()
+    }
+}
+
+impl CatalogConfig {
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        let c = &self.cache;
+        let needs_url = |key: &'static str| {
+            ConfigError::new(
+                key,
+                "must be set for this cache.backend, e.g. redis://127.0.0.1:6379",
+            )
+        };
+        match c.backend {
+            CacheBackend::Redis if c.url.is_empty() => return Err(needs_url("cache.url")),
+            CacheBackend::Cluster if c.cluster_nodes.is_empty() => {
+                return Err(needs_url("cache.cluster_nodes"));
+            }
+            _ => {}
+        }
+        for url in std::iter::once(&c.url).chain(&c.cluster_nodes) {
+            let e = url.expose();
+            if !(e.is_empty() || e.starts_with("redis://") || e.starts_with("rediss://")) {
+                let key = if std::ptr::eq(url, &c.url) {
+                    "cache.url"
+                } else {
+                    "cache.cluster_nodes"
+                };
+                return Err(ConfigError::new(key, "must be a redis:// or rediss:// URL"));
+            }
+        }
+        if c.prefix.is_empty()
+            || c.prefix
+                .contains(|ch: char| ch == ':' || ch.is_whitespace() || "*?[]\\{}".contains(ch))
+        {
+            return Err(ConfigError::new(
+                "cache.prefix",
+                "must be non-empty, without ':', whitespace, braces or glob characters (e.g. \"photos\")",
+            ));
+        }
+        if c.max_connections == 0 {
+            return Err(ConfigError::new(
+                "cache.max_connections",
+                "must be greater than 0",
             ));
         }
         Ok(())

@@ -25,6 +25,8 @@ pub enum CatalogError {
     Server(#[from] photos_runtime::server::ServerError),
     #[error(transparent)]
     Jobs(#[from] photos_jobs::JobError),
+    #[error("cache: {0}")]
+    Cache(#[from] photos_cache::CacheError),
 }
 
 impl CatalogError {
@@ -67,6 +69,8 @@ impl CatalogError {
             | CatalogError::Migrate(_)
             | CatalogError::Decode(_)
             | CatalogError::Server(_) => ErrorKind::Internal,
+            // Only connecting can fail (a cluster that never answered), at startup.
+            CatalogError::Cache(_) => ErrorKind::Unavailable,
         }
     }
 }

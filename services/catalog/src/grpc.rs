@@ -12,6 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::accounting::{self, QUERY_COUNT_METADATA};
+use crate::cache::Freshness;
 use crate::catalog::Catalog;
 use crate::error::CatalogError;
 use crate::model::*;
@@ -106,6 +107,15 @@ fn photos(rows: Vec<PhotoRow>) -> Vec<Photo> {
     rows.into_iter().map(photo).collect()
 }
 
+/// `x-cache-refresh: 1` (sent by cache warming) recomputes and refills instead of answering
+/// from the cache.
+fn freshness<T>(request: &Request<T>) -> Freshness {
+    match request.metadata().get(photos_cache::REFRESH_METADATA) {
+        Some(v) if v.as_bytes() == b"1" => Freshness::Refresh,
+        _ => Freshness::Cached,
+    }
+}
+
 fn mask_paths(mask: Option<FieldMask>, allowed: &[&str]) -> Result<Vec<String>, CatalogError> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     if paths.is_empty() {
@@ -188,9 +198,13 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<GetAlbumRequest>,
     ) -> Result<Response<GetAlbumResponse>, Status> {
+        let fresh = freshness(&request);
         let r = request.into_inner();
         self.call("GetAlbum", async {
-            let (a, page) = self.catalog.get_album(&r.id, r.photo_page_size).await?;
+            let (a, page) = self
+                .catalog
+                .get_album(&r.id, r.photo_page_size, fresh)
+                .await?;
             Ok(GetAlbumResponse {
                 album: Some(album(a)),
                 photos: photos(page.items),
@@ -253,17 +267,21 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<ListAlbumsRequest>,
     ) -> Result<Response<ListAlbumsResponse>, Status> {
+        let fresh = freshness(&request);
         let r = request.into_inner();
         self.call("ListAlbums", async {
             let page = self
                 .catalog
-                .list_albums(AlbumQuery {
-                    published_only: r.published_only,
-                    owner_id: r.owner_id,
-                    page_size: r.page_size,
-                    page_token: r.page_token,
-                    preview_count: r.preview_count,
-                })
+                .list_albums(
+                    AlbumQuery {
+                        published_only: r.published_only,
+                        owner_id: r.owner_id,
+                        page_size: r.page_size,
+                        page_token: r.page_token,
+                        preview_count: r.preview_count,
+                    },
+                    fresh,
+                )
                 .await?;
             Ok(ListAlbumsResponse {
                 albums: page.items.into_iter().map(album).collect(),
@@ -334,10 +352,11 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<GetPhotoRequest>,
     ) -> Result<Response<GetPhotoResponse>, Status> {
+        let fresh = freshness(&request);
         let r = request.into_inner();
         self.call("GetPhoto", async {
             Ok(GetPhotoResponse {
-                photo: Some(photo(self.catalog.get_photo(&r.id).await?)),
+                photo: Some(photo(self.catalog.get_photo(&r.id, fresh).await?)),
             })
         })
         .await
@@ -383,11 +402,12 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<ListPhotosRequest>,
     ) -> Result<Response<ListPhotosResponse>, Status> {
+        let fresh = freshness(&request);
         let r = request.into_inner();
         self.call("ListPhotos", async {
             let page = self
                 .catalog
-                .list_photos(&r.album_id, r.page_size, &r.page_token)
+                .list_photos(&r.album_id, r.page_size, &r.page_token, fresh)
                 .await?;
             Ok(ListPhotosResponse {
                 photos: photos(page.items),
@@ -401,11 +421,12 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<ListRecentPhotosRequest>,
     ) -> Result<Response<ListRecentPhotosResponse>, Status> {
+        let fresh = freshness(&request);
         let r = request.into_inner();
         self.call("ListRecentPhotos", async {
             let page = self
                 .catalog
-                .list_recent_photos(r.page_size, &r.page_token, r.published_only)
+                .list_recent_photos(r.page_size, &r.page_token, r.published_only, fresh)
                 .await?;
             Ok(ListRecentPhotosResponse {
                 photos: photos(page.items),
@@ -537,10 +558,11 @@ impl CatalogService for CatalogGrpc {
 
     async fn get_catalog_stats(
         &self,
-        _request: Request<GetCatalogStatsRequest>,
+        request: Request<GetCatalogStatsRequest>,
     ) -> Result<Response<GetCatalogStatsResponse>, Status> {
+        let fresh = freshness(&request);
         self.call("GetCatalogStats", async {
-            let (t, albums) = self.catalog.stats().await?;
+            let (t, albums) = self.catalog.stats(fresh).await?;
             let unsigned = |v: i64| v.max(0) as u64;
             Ok(GetCatalogStatsResponse {
                 album_count: t.album_count,

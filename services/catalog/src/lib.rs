@@ -1,6 +1,7 @@
 //! The catalog service: albums and photos on PostgreSQL (or the embedded SQLite database).
 
 pub mod accounting;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod error;
@@ -38,7 +39,8 @@ pub async fn build(config: CatalogConfig) -> Result<Application, CatalogError> {
     } else {
         TokenKey::new(secret.as_bytes())
     };
-    let catalog = Catalog::new(store.clone(), tokens);
+    let cache = cache::CatalogCache::connect(&config.cache).await?;
+    let catalog = Catalog::new(store.clone(), tokens).with_cache(cache);
     let jobs = jobs::Hosted::new(
         &store,
         catalog.clone(),

@@ -1,9 +1,14 @@
 //! Rows as the database returns them (JSON built in SQL, see `store`), and the inputs of writes.
+//! Rows are also what the read-through cache stores (postcard, see `cache`).
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// SQLite has no boolean type: JSON built there carries 0/1 where Postgres has true/false.
+/// The cache's binary format is not self-describing (and always holds a real bool).
 fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    if !d.is_human_readable() {
+        return bool::deserialize(d);
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum B {
@@ -16,7 +21,7 @@ fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     })
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VariantRow {
     pub preset: String,
     pub format: i32,
@@ -26,7 +31,7 @@ pub struct VariantRow {
     pub bytes: i64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreviewRow {
     pub id: i64,
     pub order: i64,
@@ -36,7 +41,7 @@ pub struct PreviewRow {
     pub thumbnail: Option<VariantRow>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlbumRow {
     pub id: i64,
     pub title: String,
@@ -52,7 +57,7 @@ pub struct AlbumRow {
     pub previews: Vec<PreviewRow>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhotoRow {
     pub id: i64,
     pub album_id: i64,
@@ -81,11 +86,12 @@ pub struct PhotoRow {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PhotoKeys {
     pub id: i64,
+    pub album_id: i64,
     pub original: String,
     pub variants: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Totals {
     pub album_count: i64,
     pub published_album_count: i64,
@@ -96,7 +102,7 @@ pub struct Totals {
     pub variant_bytes: i64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlbumStatsRow {
     pub album_id: i64,
     pub title: String,
@@ -167,7 +173,7 @@ pub struct AlbumQuery {
 }
 
 /// One page and the token of the next (empty on the last page).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: String,

@@ -35,3 +35,18 @@ fn an_acquire_timeout_above_the_rpc_deadline_exits_64() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("database.acquire_timeout_ms"));
 }
+
+#[test]
+fn a_redis_cache_without_its_url_exits_64_naming_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_photos-catalog"))
+        .env(
+            "PHOTOS__DATABASE__URL",
+            "postgres://postgres@127.0.0.1:5432/photos",
+        )
+        .env("PHOTOS__CACHE__BACKEND", "redis")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache.url"));
+}

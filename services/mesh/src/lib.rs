@@ -235,12 +235,18 @@ impl Mesh {
                 server.metrics_service = url(metrics.grpc_addr());
             }
         }
-        let catalog = photos_catalog::build(config.catalog).await?;
+        // The catalog's bulk jobs call media, storage and cache-admin, bound after it.
+        let mut job_upstreams = config.catalog.upstreams();
+        let mut catalog = photos_catalog::build(config.catalog).await?;
         let storage = photos_storage::build(config.storage).await?;
         config.media.storage = UpstreamConfig::new(url(storage.grpc_addr()));
         let media = photos_media::build(config.media).await?;
         config.cache_admin.catalog = UpstreamConfig::new(url(catalog.grpc_addr()));
         let cache_admin = photos_cache_admin::build(config.cache_admin).await?;
+        job_upstreams.media.address = url(media.grpc_addr());
+        job_upstreams.storage.address = url(storage.grpc_addr());
+        job_upstreams.cache_admin.address = url(cache_admin.grpc_addr());
+        catalog.set_job_upstreams(job_upstreams);
         config.gateway.catalog = UpstreamConfig::new(url(catalog.grpc_addr()));
         config.gateway.media = UpstreamConfig::new(url(media.grpc_addr()));
         config.gateway.storage = UpstreamConfig::new(url(storage.grpc_addr()));

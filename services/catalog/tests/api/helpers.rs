@@ -52,6 +52,24 @@ pub async fn spawn_app_with(
             (url, None, Some(dir))
         }
     };
+    start(backend, url, postgres, dir, configure).await
+}
+
+impl TestApp {
+    /// Another instance of the service on the same database (a second replica); `self` must
+    /// outlive it (it owns the database).
+    pub async fn spawn_replica(&self, configure: impl FnOnce(&mut CatalogConfig)) -> TestApp {
+        start(self.backend, self.url.clone(), None, None, configure).await
+    }
+}
+
+async fn start(
+    backend: Backend,
+    url: String,
+    postgres: Option<TestDatabase>,
+    dir: Option<tempfile::TempDir>,
+    configure: impl FnOnce(&mut CatalogConfig),
+) -> TestApp {
     let mut config = CatalogConfig::default();
     config.server.grpc_port = 0;
     config.server.admin_port = 0;
@@ -130,6 +148,16 @@ pub fn statements<T>(response: &tonic::Response<T>) -> u32 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// A request carrying `x-cache-refresh: 1`: recomputed and refilled, never answered from the
+/// cache.
+pub fn refresh<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(photos_cache::REFRESH_METADATA, "1".parse().unwrap());
+    request
 }
 
 pub fn sha(n: u64) -> String {

@@ -1,6 +1,7 @@
 //! The catalog's API tests: one suite, instantiated for Postgres (a database per test) and for
 //! the embedded SQLite database, each test against the real service over gRPC.
 
+mod cache;
 mod explain;
 mod helpers;
 mod suite;
@@ -46,4 +47,7 @@ for_each_backend!(
     recent_photos_page_newest_first,
     stats_and_object_key_stream,
     slow_statements_are_counted_over_the_threshold,
+    no_read_after_a_write_is_stale,
+    the_refresh_flag_recomputes_and_refills,
+    with_the_cache_off_every_read_runs_its_sql,
 );
