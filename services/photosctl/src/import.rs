@@ -39,10 +39,16 @@ pub struct Clients {
 
 #[derive(Debug)]
 enum FileOutcome {
-    Imported { photo_id: String },
+    Imported {
+        photo_id: String,
+    },
     /// The album already has these bytes.
-    Skipped { photo_id: String },
-    Failed { error: String },
+    Skipped {
+        photo_id: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// Image files under `dir`, recursively, in name order; hidden entries are ignored.
@@ -87,7 +93,21 @@ fn content_type(bytes: &[u8]) -> &'static str {
         [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
         [0x89, b'P', b'N', b'G', ..] => "image/png",
         [b'G', b'I', b'F', b'8', ..] => "image/gif",
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "image/webp",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
         _ => "application/octet-stream",
     }
 }

@@ -26,6 +26,21 @@ fn transient(status: &tonic::Status) -> bool {
     )
 }
 
+/// An answer about the job itself (it does not exist, ...) rather than about reaching it: a
+/// dropped connection surfaces as UNKNOWN or INTERNAL ("h2 protocol error") and is worth
+/// watching again.
+fn rejected(status: &tonic::Status) -> bool {
+    matches!(
+        ErrorKind::of_status(status),
+        ErrorKind::InvalidArgument
+            | ErrorKind::NotFound
+            | ErrorKind::PermissionDenied
+            | ErrorKind::Unauthenticated
+            | ErrorKind::FailedPrecondition
+            | ErrorKind::Unimplemented
+    )
+}
+
 /// Retries a call while the catalog is unavailable, for up to `budget`.
 async fn retrying<T, F, Fut>(budget: Duration, mut call: F) -> Result<T, CtlError>
 where
@@ -71,7 +86,11 @@ pub async fn start_and_follow(
     .await?
     .into_inner();
     let job = started.job.unwrap_or_default();
-    out.note(format!("job {} {} started", job.id, output::kind_name(job.kind)));
+    out.note(format!(
+        "job {} {} started",
+        job.id,
+        output::kind_name(job.kind)
+    ));
     if no_wait {
         return Ok((job, exit::OK));
     }
@@ -107,10 +126,7 @@ async fn follow_inner(client: &Client, id: &str, out: Output) -> Result<pb::Job,
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut c = client.clone();
-        let error = match c
-            .watch_job(pb::WatchJobRequest { id: id.to_owned() })
-            .await
-        {
+        let error = match c.watch_job(pb::WatchJobRequest { id: id.to_owned() }).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 loop {
@@ -148,7 +164,7 @@ async fn follow_inner(client: &Client, id: &str, out: Output) -> Result<pb::Job,
             Err(status) => Some(status),
         };
         if let Some(status) = error
-            && !transient(&status)
+            && rejected(&status)
         {
             return Err(CtlError::call("catalog", &status));
         }

@@ -374,9 +374,10 @@ async fn run(command: Command, config: CtlConfig, out: Output) -> Result<u8, Ctl
             workers,
         } => {
             let clients = import::Clients {
-                catalog: photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(
-                    catalog_channel,
-                ),
+                catalog:
+                    photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(
+                        catalog_channel,
+                    ),
                 media: photos_proto::media::v1::media_service_client::MediaServiceClient::new(
                     Channel::connect_lazy(&config.media)?,
                 ),
@@ -450,7 +451,7 @@ async fn finish(
 ) -> Result<u8, CtlError> {
     if no_wait {
         out.document(&serde_json::json!({ "job": output::job_json(&job) }));
-        out.line(job.id.to_string());
+        out.line(&job.id);
         return Ok(code);
     }
     jobs::report(&client, &job, out).await?;

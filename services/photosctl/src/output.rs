@@ -58,11 +58,9 @@ impl Output {
         let bar = (self.tty && !self.json).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar.set_prefix(label.to_owned());
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -101,10 +99,15 @@ impl Progress {
             return;
         }
         // Plain lines: on a state change, at each tenth of the way, and at the end.
-        let decile = |d: u64| if total == 0 { 0 } else { d * 10 / total };
+        let decile = |d: u64| (d * 10).checked_div(total).unwrap_or(0);
         let changed = match &self.last_line {
             None => true,
-            Some((d, t, s)) => s != state || *t != total || decile(*d) != decile(done) || done == total && *d != done,
+            Some((d, t, s)) => {
+                s != state
+                    || *t != total
+                    || decile(*d) != decile(done)
+                    || done == total && *d != done
+            }
         };
         if changed {
             eprintln!(
@@ -183,7 +186,8 @@ pub fn rfc3339(t: &Timestamp) -> String {
 }
 
 fn time(t: &Option<Timestamp>) -> Value {
-    t.as_ref().map_or(Value::Null, |t| Value::String(rfc3339(t)))
+    t.as_ref()
+        .map_or(Value::Null, |t| Value::String(rfc3339(t)))
 }
 
 fn params_json(params: &Option<pb::JobParams>) -> Value {

@@ -84,30 +84,71 @@ async fn generate_thumbnails_fills_missing_ones_and_custom_sizes_replace_them() 
 
     let run = photosctl(
         &a,
-        &["--json", "generate-thumbnails", "--missing-only", "--album", &album],
+        &[
+            "--json",
+            "generate-thumbnails",
+            "--missing-only",
+            "--album",
+            &album,
+        ],
     )
     .await;
     assert_eq!(run.code, 0, "{run:#?}");
     let job = &run.json()["job"];
     assert_eq!(job["state"], "succeeded");
-    assert_eq!((job["total"].as_u64(), job["done"].as_u64(), job["failed"].as_u64()), (Some(5), Some(5), Some(0)));
+    assert_eq!(
+        (
+            job["total"].as_u64(),
+            job["done"].as_u64(),
+            job["failed"].as_u64()
+        ),
+        (Some(5), Some(5), Some(0))
+    );
     for p in album_photos(a.catalog, &album).await {
-        let thumbs: Vec<_> = p.variants.iter().filter(|v| v.preset == "thumbnail").collect();
+        let thumbs: Vec<_> = p
+            .variants
+            .iter()
+            .filter(|v| v.preset == "thumbnail")
+            .collect();
         assert_eq!(thumbs.len(), 2, "JPEG and WebP thumbnail for {}", p.id);
         assert!(thumbs.iter().all(|v| v.width <= 400 && v.height <= 400));
     }
     let untouched = album_photos(a.catalog, &other).await;
-    assert!(untouched[0].variants.is_empty(), "{elsewhere} is in another album");
+    assert!(
+        untouched[0].variants.is_empty(),
+        "{elsewhere} is in another album"
+    );
 
     // Nothing is missing any more in that album.
-    let none = photosctl(&a, &["--json", "generate-thumbnails", "--missing-only", "--album", &album]).await;
+    let none = photosctl(
+        &a,
+        &[
+            "--json",
+            "generate-thumbnails",
+            "--missing-only",
+            "--album",
+            &album,
+        ],
+    )
+    .await;
     assert_eq!(none.code, 0);
     assert_eq!(none.json()["job"]["total"], 0);
 
     // A custom size replaces every thumbnail of the album, at that size.
     let custom = photosctl(
         &a,
-        &["--json", "generate-thumbnails", "--size", "96x64", "--quality", "70", "--album", &album, "--workers", "2"],
+        &[
+            "--json",
+            "generate-thumbnails",
+            "--size",
+            "96x64",
+            "--quality",
+            "70",
+            "--album",
+            &album,
+            "--workers",
+            "2",
+        ],
     )
     .await;
     assert_eq!(custom.code, 0, "{custom:#?}");
@@ -126,7 +167,10 @@ async fn generate_thumbnails_fills_missing_ones_and_custom_sizes_replace_them() 
     assert_eq!(bad.code, 2, "{bad:#?}");
     let unknown = photosctl(&a, &["--json", "generate-thumbnails", "--album", "424242"]).await;
     assert_eq!(unknown.code, 65, "{unknown:#?}");
-    assert!(unknown.stderr.contains("album 424242 not found"), "{unknown:#?}");
+    assert!(
+        unknown.stderr.contains("album 424242 not found"),
+        "{unknown:#?}"
+    );
     t.mesh.shutdown().await.unwrap();
 }
 
@@ -140,7 +184,10 @@ async fn cleanup_s3_lists_then_deletes_only_unreferenced_objects() {
     let run = photosctl(&a, &["import", folder.to_str().unwrap(), "--album", &album]).await;
     assert_eq!(run.code, 0, "{run:#?}");
     let referenced: BTreeSet<String> = referenced(a.catalog).await.into_iter().collect();
-    assert!(referenced.len() >= 3 * 5, "originals and variants: {referenced:?}");
+    assert!(
+        referenced.len() >= 3 * 5,
+        "originals and variants: {referenced:?}"
+    );
 
     // Orphans under every managed prefix, of known sizes.
     let orphans: BTreeMap<&str, Vec<u8>> = [
@@ -154,16 +201,34 @@ async fn cleanup_s3_lists_then_deletes_only_unreferenced_objects() {
         put_object(a.storage, key, bytes).await;
     }
     let before = objects(a.storage).await;
-    assert!(referenced.iter().all(|k| before.contains_key(k)), "every referenced key is stored");
+    assert!(
+        referenced.iter().all(|k| before.contains_key(k)),
+        "every referenced key is stored"
+    );
 
-    let dry = photosctl(&a, &["--json", "cleanup-s3", "--older-than-days", "0", "--dry-run"]).await;
+    let dry = photosctl(
+        &a,
+        &[
+            "--json",
+            "cleanup-s3",
+            "--older-than-days",
+            "0",
+            "--dry-run",
+        ],
+    )
+    .await;
     assert_eq!(dry.code, 0, "{dry:#?}");
     let report = dry.json();
     let listed: BTreeMap<String, u64> = report["orphans"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["key"].as_str().unwrap().to_owned(), o["bytes"].as_u64().unwrap()))
+        .map(|o| {
+            (
+                o["key"].as_str().unwrap().to_owned(),
+                o["bytes"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let expected: BTreeMap<String, u64> = orphans
         .iter()
@@ -173,10 +238,18 @@ async fn cleanup_s3_lists_then_deletes_only_unreferenced_objects() {
     let total: u64 = expected.values().sum();
     assert_eq!(report["total_bytes"].as_u64(), Some(total));
     assert_eq!(report["job"]["total_bytes"].as_u64(), Some(total));
-    assert_eq!(objects(a.storage).await, before, "a dry run changes nothing");
+    assert_eq!(
+        objects(a.storage).await,
+        before,
+        "a dry run changes nothing"
+    );
     let text = photosctl(&a, &["cleanup-s3", "--older-than-days", "0", "--dry-run"]).await;
-    assert!(text.stdout.contains(&format!("3 orphaned objects")), "{text:#?}");
-    assert!(text.stdout.contains(&format!("({total} bytes) would be deleted")), "{text:#?}");
+    assert!(text.stdout.contains("3 orphaned objects"), "{text:#?}");
+    assert!(
+        text.stdout
+            .contains(&format!("({total} bytes) would be deleted")),
+        "{text:#?}"
+    );
 
     // The age filter: nothing here is 30 days old.
     let aged = photosctl(&a, &["--json", "cleanup-s3", "--dry-run"]).await;
@@ -185,7 +258,10 @@ async fn cleanup_s3_lists_then_deletes_only_unreferenced_objects() {
     let real = photosctl(&a, &["--json", "cleanup-s3", "--older-than-days", "0"]).await;
     assert_eq!(real.code, 0, "{real:#?}");
     let job = &real.json()["job"];
-    assert_eq!((job["done"].as_u64(), job["failed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
     assert_eq!(job["done_bytes"].as_u64(), Some(total));
     let after = objects(a.storage).await;
     let mut expected_after = before.clone();
@@ -198,7 +274,17 @@ async fn cleanup_s3_lists_then_deletes_only_unreferenced_objects() {
     }
     // Every photo still serves its variants.
     assert_eq!(album_photos(a.catalog, &album).await.len(), 3);
-    let nothing = photosctl(&a, &["--json", "cleanup-s3", "--older-than-days", "0", "--dry-run"]).await;
+    let nothing = photosctl(
+        &a,
+        &[
+            "--json",
+            "cleanup-s3",
+            "--older-than-days",
+            "0",
+            "--dry-run",
+        ],
+    )
+    .await;
     assert_eq!(nothing.json()["orphans"].as_array().unwrap().len(), 0);
     t.mesh.shutdown().await.unwrap();
 }
@@ -216,7 +302,14 @@ async fn warm_cache_stats_and_the_jobs_commands() {
     let warm = photosctl(&a, &["--json", "warm-cache", "--force"]).await;
     assert_eq!(warm.code, 0, "{warm:#?}");
     let job = warm.json()["job"].clone();
-    assert_eq!((job["total"].as_u64(), job["done"].as_u64(), job["failed"].as_u64()), (Some(3), Some(3), Some(0)));
+    assert_eq!(
+        (
+            job["total"].as_u64(),
+            job["done"].as_u64(),
+            job["failed"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0))
+    );
     let one = photosctl(&a, &["--json", "warm-cache", "--album", &albums[1]]).await;
     assert_eq!(one.code, 0);
     assert_eq!(one.json()["job"]["total"], 1);
@@ -236,12 +329,28 @@ async fn warm_cache_stats_and_the_jobs_commands() {
     let list = photosctl(&a, &["--json", "jobs", "list"]).await;
     assert_eq!(list.code, 0);
     let listed = jobs_of(&list);
-    assert_eq!(listed.len(), 2, "the failed start never became a job: {listed:#?}");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the failed start never became a job: {listed:#?}"
+    );
     assert_eq!(listed[0]["params"]["album_id"], albums[1].as_str());
     let first_id = listed[1]["id"].as_str().unwrap().to_owned();
     let filtered = photosctl(&a, &["--json", "jobs", "list", "--kind", "cleanup-s3"]).await;
     assert!(jobs_of(&filtered).is_empty());
-    let succeeded = photosctl(&a, &["--json", "jobs", "list", "--state", "succeeded", "--limit", "1"]).await;
+    let succeeded = photosctl(
+        &a,
+        &[
+            "--json",
+            "jobs",
+            "list",
+            "--state",
+            "succeeded",
+            "--limit",
+            "1",
+        ],
+    )
+    .await;
     assert_eq!(jobs_of(&succeeded).len(), 1);
 
     // jobs show with items; the items are the albums.
@@ -255,7 +364,11 @@ async fn warm_cache_stats_and_the_jobs_commands() {
         .collect();
     assert_eq!(keys, albums.iter().cloned().collect());
     let text = photosctl(&a, &["jobs", "show", &first_id]).await;
-    assert!(text.stdout.contains(&format!("job {first_id} warm-cache succeeded: 3/3 done")), "{text:#?}");
+    assert!(
+        text.stdout
+            .contains(&format!("job {first_id} warm-cache succeeded: 3/3 done")),
+        "{text:#?}"
+    );
 
     // Cancelling a finished job is refused; a queued one is cancelled at once.
     let refused = photosctl(&a, &["jobs", "cancel", &first_id]).await;
@@ -282,7 +395,14 @@ async fn optimize_images_adds_webp_and_responsive_sizes() {
     let photo_id = bare_photo(a.catalog, a.storage, &album, 7).await;
     let run = photosctl(
         &a,
-        &["--json", "optimize-images", "--generate-webp", "--responsive", "--workers", "1"],
+        &[
+            "--json",
+            "optimize-images",
+            "--generate-webp",
+            "--responsive",
+            "--workers",
+            "1",
+        ],
     )
     .await;
     assert_eq!(run.code, 0, "{run:#?}");
@@ -293,7 +413,11 @@ async fn optimize_images_adds_webp_and_responsive_sizes() {
     assert_eq!((p.width, p.height), (320, 240));
     let formats: BTreeSet<i32> = p.variants.iter().map(|v| v.format).collect();
     assert_eq!(formats, BTreeSet::from([1, 3]), "JPEG and WebP");
-    assert!(p.variants.iter().filter(|v| v.format == 1).count() >= 2, "{:?}", p.variants);
+    assert!(
+        p.variants.iter().filter(|v| v.format == 1).count() >= 2,
+        "{:?}",
+        p.variants
+    );
     t.mesh.shutdown().await.unwrap();
 }
 

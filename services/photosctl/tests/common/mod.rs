@@ -44,24 +44,29 @@ pub async fn wait_serving(addr: SocketAddr) {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let mut health = HealthClient::new(channel(addr).await);
-    photos_testkit::wait::until("SERVING", Duration::from_secs(30), Duration::from_millis(20), || {
-        let mut health = health.clone();
-        async move {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner()
-                .status;
-            if status == ServingStatus::Serving as i32 {
-                Ok(())
-            } else {
-                Err(format!("status {status}"))
+    photos_testkit::wait::until(
+        "SERVING",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let mut health = health.clone();
+            async move {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner()
+                    .status;
+                if status == ServingStatus::Serving as i32 {
+                    Ok(())
+                } else {
+                    Err(format!("status {status}"))
+                }
             }
-        }
-    })
+        },
+    )
     .await
     .unwrap();
     let _ = &mut health;
@@ -106,7 +111,10 @@ pub async fn photosctl_at(upstreams: &[(&str, SocketAddr)], args: &[&str]) -> Ru
     }
 }
 
-pub fn photosctl_command(upstreams: &[(&str, SocketAddr)], args: &[&str]) -> tokio::process::Command {
+pub fn photosctl_command(
+    upstreams: &[(&str, SocketAddr)],
+    args: &[&str],
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_photosctl"));
     for (name, _) in std::env::vars() {
         if name.starts_with("PHOTOS") || name == "RUST_LOG" {
@@ -187,7 +195,12 @@ pub async fn put_object(storage: SocketAddr, key: &str, bytes: &[u8]) {
 }
 
 /// A photo whose original is stored but which has no variants yet (as if never processed).
-pub async fn bare_photo(catalog: SocketAddr, storage: SocketAddr, album: &str, seed: u32) -> String {
+pub async fn bare_photo(
+    catalog: SocketAddr,
+    storage: SocketAddr,
+    album: &str,
+    seed: u32,
+) -> String {
     let bytes = photo(seed, 320, 240);
     let key = format!("originals/{album}/bare-{seed}.jpg");
     put_object(storage, &key, &bytes).await;
