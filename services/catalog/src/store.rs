@@ -300,8 +300,19 @@ impl Store {
         accounting::statement();
         photos_runtime::tracking::statement();
         self.metrics.statements.inc();
+        // OTel database semantic conventions; the SQL has placeholders, never values.
+        let span = tracing::info_span!(
+            "db.query",
+            otel.kind = "client",
+            db.system = if self.backend() == "postgres" {
+                "postgresql"
+            } else {
+                "sqlite"
+            },
+            db.statement = sql,
+        );
         let started = Instant::now();
-        let output = future.await;
+        let output = tracing::Instrument::instrument(future, span).await;
         let elapsed = started.elapsed();
         if elapsed >= self.slow_after {
             self.metrics.slow_statements.inc();
