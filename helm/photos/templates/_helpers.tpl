@@ -109,6 +109,11 @@ PHOTOS__SERVER__REQUEST_TIMEOUT_MS: {{ $v.server.requestTimeoutMs | quote }}
 PHOTOS__SERVER__CONCURRENCY_LIMIT: {{ $v.server.concurrencyLimit | quote }}
 {{ include "photos.telemetryEnv" .root }}
 {{- include "photos.upstreamEnv" (dict "root" .root "upstreams" .c.upstreams) }}
+{{- $metrics := include "photos.component" (dict "root" .root "name" "metrics") | fromYaml }}
+{{- if and $metrics.enabled (ne .name "metrics") }}
+{{- /* Every service reports its calls to the metrics service (the performance report). */}}
+PHOTOS__SERVER__METRICS_SERVICE: {{ printf "dns://%s-headless:%d" (include "photos.componentName" (dict "root" .root "name" "metrics")) (int $metrics.grpcPort) | quote }}
+{{- end }}
 {{- if eq .name "catalog" }}
 PHOTOS__DATABASE__MAX_CONNECTIONS: {{ $v.postgres.maxConnections | quote }}
 {{- end }}
