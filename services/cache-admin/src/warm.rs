@@ -12,8 +12,6 @@ use photos_runtime::client::Channel;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// Request metadata asking the catalog to reload and refill instead of answering from cache.
-pub const REFRESH_HEADER: &str = "x-cache-refresh";
 const LIST_PAGE_SIZE: i32 = 100;
 /// Albums warmed at once: enough to overlap round-trips without flooding the catalog.
 const CONCURRENCY: usize = 8;
@@ -31,7 +29,7 @@ fn request<T>(msg: T, force: bool) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     if force {
         req.metadata_mut().insert(
-            REFRESH_HEADER,
+            photos_cache::REFRESH_METADATA,
             tonic::metadata::MetadataValue::from_static("1"),
         );
     }

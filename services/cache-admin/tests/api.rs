@@ -10,12 +10,12 @@ use photos_proto::cache_admin::v1::cache_admin_service_client::CacheAdminService
 use photos_proto::cache_admin::v1::{
     GetCacheStatsRequest, InvalidateRequest, WarmCacheRequest, WarmCacheResponse,
 };
-use photos_proto::catalog::v1::CreateAlbumRequest;
-use photos_proto::catalog::v1::ListAlbumsRequest;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use photos_proto::catalog::v1::{CreateAlbumRequest, GetAlbumRequest, ListAlbumsRequest};
 use photos_runtime::{Secret, UpstreamConfig};
 use photos_testkit::redis::RedisServer;
 use photos_testkit::wait;
+use sqlx::Connection;
 use tonic::transport::Channel;
 
 struct Catalog {
@@ -34,7 +34,14 @@ async fn channel(addr: SocketAddr) -> Channel {
 }
 
 async fn spawn_catalog() -> Catalog {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_catalog_with(tempfile::tempdir().unwrap(), |_| {}).await
+}
+
+/// A catalog on the SQLite database in `dir` (a second one on the same `dir` is a replica).
+async fn spawn_catalog_with(
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut photos_catalog::CatalogConfig),
+) -> Catalog {
     let mut config = photos_catalog::CatalogConfig::default();
     config.server.grpc_port = 0;
     config.server.admin_port = 0;
@@ -43,6 +50,7 @@ async fn spawn_catalog() -> Catalog {
         "sqlite://{}",
         dir.path().join("catalog.db").display()
     ));
+    configure(&mut config);
     let app = photos_catalog::build(config).await.unwrap();
     let addr = app.grpc_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -80,6 +88,14 @@ struct Admin {
 }
 
 async fn spawn_admin(redis_url: Option<&str>, catalog: SocketAddr) -> Admin {
+    spawn_admin_with(redis_url, catalog, |_| {}).await
+}
+
+async fn spawn_admin_with(
+    redis_url: Option<&str>,
+    catalog: SocketAddr,
+    configure: impl FnOnce(&mut CacheAdminConfig),
+) -> Admin {
     let mut config = CacheAdminConfig::default();
     config.server.grpc_port = 0;
     config.server.admin_port = 0;
@@ -88,6 +104,7 @@ async fn spawn_admin(redis_url: Option<&str>, catalog: SocketAddr) -> Admin {
         config.redis.url = Secret::new(url.to_owned());
     }
     config.catalog = UpstreamConfig::new(format!("http://{catalog}"));
+    configure(&mut config);
     let app = photos_cache_admin::build(config).await.unwrap();
     let addr = app.grpc_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -202,6 +219,103 @@ async fn warm_cache_streams_progress_over_the_catalog_read_rpcs() {
     .await
     .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+}
+
+fn statements<T>(response: &tonic::Response<T>) -> u32 {
+    response
+        .metadata()
+        .get("x-db-query-count")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("x-db-query-count")
+}
+
+/// Warming builds the entries normal reads use: after it, the reads it made (the list pages
+/// and each album's detail) are hits that run no SQL, on another catalog replica too (the
+/// entries are in the shared Redis); `force` recomputes entries already cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_fills_the_entries_later_reads_hit() {
+    let redis = RedisServer::start().await.unwrap();
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().to_owned();
+    let shared = |c: &mut photos_catalog::CatalogConfig| {
+        c.cache.backend = photos_catalog::config::CacheBackend::Redis;
+        c.cache.url = Secret::new(redis.url());
+        c.cache.prefix = prefix.clone();
+        c.page_tokens.secret = Secret::new("shared by the replicas");
+    };
+    let catalog = spawn_catalog_with(dir, shared).await;
+    // Its own (unused) directory; the database is the first one's.
+    let replica = spawn_catalog_with(tempfile::tempdir().unwrap(), |c| {
+        shared(c);
+        c.database.url = Secret::new(format!("sqlite://{}", db.join("catalog.db").display()));
+    })
+    .await;
+    let admin = spawn_admin_with(Some(&redis.url()), catalog.addr, |c| {
+        c.redis.prefix = prefix.clone();
+    })
+    .await;
+    let ids = create_albums(&catalog, 2, 1).await;
+
+    let reads = |c: &Catalog| {
+        let mut client = c.client.clone();
+        let ids = ids.clone();
+        async move {
+            // The very requests warming sends: 100 albums per list page, default detail.
+            let list = client
+                .list_albums(ListAlbumsRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut ran = statements(&list);
+            let mut titles = Vec::new();
+            for id in &ids {
+                let detail = client
+                    .get_album(GetAlbumRequest {
+                        id: id.clone(),
+                        photo_page_size: 0,
+                    })
+                    .await
+                    .unwrap();
+                ran += statements(&detail);
+                titles.push(detail.into_inner().album.unwrap().title);
+            }
+            (ran, titles)
+        }
+    };
+    let done = warm(&admin, WarmCacheRequest::default()).await.unwrap();
+    assert_eq!(done.last().map(|m| (m.done, m.failed)), Some((3, 0)));
+    for (name, c) in [("the warmed catalog", &catalog), ("its replica", &replica)] {
+        let (ran, _) = reads(c).await;
+        assert_eq!(ran, 0, "{name}: every warmed read is a hit");
+    }
+
+    // Changed behind the catalog's back: only a forced warm recomputes it.
+    let mut db_conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.join("catalog.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("UPDATE albums SET title = 'renamed'")
+        .execute(&mut db_conn)
+        .await
+        .unwrap();
+    warm(&admin, WarmCacheRequest::default()).await.unwrap();
+    let (_, titles) = reads(&replica).await;
+    assert!(titles.iter().all(|t| t != "renamed"), "not forced: kept");
+    warm(
+        &admin,
+        WarmCacheRequest {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (ran, titles) = reads(&replica).await;
+    assert_eq!(ran, 0, "a forced warm refills");
+    assert_eq!(titles, vec!["renamed"; 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
