@@ -32,7 +32,7 @@ pub fn client(endpoint: &str) -> aws_sdk_s3::Client {
 /// The in-process S3 server over a temporary directory, with [`BUCKET`] created.
 pub struct TestS3 {
     server: LocalS3,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TestS3 {
@@ -46,7 +46,7 @@ impl TestS3 {
         )
         .await?;
         server.ensure_bucket(BUCKET)?;
-        Ok(TestS3 { server, _dir: dir })
+        Ok(TestS3 { server, dir })
     }
 
     pub fn endpoint(&self) -> String {
@@ -55,6 +55,12 @@ impl TestS3 {
 
     pub fn client(&self) -> aws_sdk_s3::Client {
         client(&self.endpoint())
+    }
+
+    /// The file holding `key`'s bytes. s3s-fs reports the file's mtime as the object's
+    /// Last-Modified, so setting it gives an object any age.
+    pub fn object_path(&self, key: &str) -> std::path::PathBuf {
+        self.dir.path().join(BUCKET).join(key)
     }
 }
 
@@ -90,15 +96,19 @@ impl SeaweedFs {
                 r#"{{"identities":[{{"name":"photos","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
             ),
         )?;
-        let (master, volume, filer, s3) = (
-            ports::free_port(Some(10000)),
-            ports::free_port(Some(10000)),
-            ports::free_port(Some(10000)),
-            ports::free_port(Some(10000)),
-        );
+        // Four distinct ports whose gRPC twins (port + 10000) are free and distinct too.
+        let mut taken: Vec<u16> = Vec::new();
+        while taken.len() < 8 {
+            let port = ports::free_port(Some(10000));
+            if !taken.contains(&port) && !taken.contains(&(port + 10000)) {
+                taken.extend([port, port + 10000]);
+            }
+        }
+        let (master, volume, filer, s3) = (taken[0], taken[2], taken[4], taken[6]);
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
-        let child = Command::new("weed")
+        let log_path = dir.path().join("weed.log");
+        let mut child = Command::new("weed")
             .arg("server")
             .arg(format!("-dir={}", data.display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
@@ -110,22 +120,21 @@ impl SeaweedFs {
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.config={}", config.display()))
             .args([
+                // The S3 gateway's side servers listen on fixed ports (Iceberg 8181, Lance 9101)
+                // unless disabled; a second weed, or anything else on them (9101 is the catalog's
+                // admin port), makes it exit.
                 "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
                 // SeaweedFS reports usage to its vendor unless told not to; nothing leaves here.
                 "-master.telemetry=false",
                 "-master.telemetry.url=http://127.0.0.1:9/",
                 "-volume.max=100",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
             .spawn()?;
-        let server = SeaweedFs {
-            child: Some(child),
-            s3_port: s3,
-            _dir: dir,
-        };
-        let client = server.client();
-        wait::until(
+        let client = client(&format!("http://127.0.0.1:{s3}"));
+        let ready = wait::until(
             "SeaweedFS S3",
             Duration::from_secs(60),
             Duration::from_millis(200),
@@ -147,9 +156,33 @@ impl SeaweedFs {
                     }
                 }
             },
-        )
-        .await?;
-        Ok(server)
+        );
+        // A weed that exited will never answer: report it now instead of after the timeout.
+        let exited = async {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return status.to_string(),
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => return e.to_string(),
+                }
+            }
+        };
+        let started = tokio::select! {
+            ready = ready => ready,
+            status = exited => Err(anyhow::anyhow!("weed exited ({status}) before S3 was ready")),
+        };
+        if let Err(e) = started {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let fatal: Vec<&str> = log.lines().filter(|l| l.starts_with('F')).collect();
+            anyhow::bail!("{e}; weed's fatal log lines: {fatal:?}");
+        }
+        Ok(SeaweedFs {
+            child: Some(child),
+            s3_port: s3,
+            _dir: dir,
+        })
     }
 
     pub fn endpoint(&self) -> String {

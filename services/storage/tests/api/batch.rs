@@ -1,16 +1,10 @@
-use std::net::SocketAddr;
-
 use photos_proto::storage::v1 as pb;
 use photos_testkit::faults::FaultProxy;
 use photos_testkit::s3::{BUCKET, TestS3};
 
-use crate::helpers::{config, s3_keys, seed_objects, spawn_app};
+use crate::helpers::{addr_of, config, s3_keys, seed_objects, spawn_app};
 
 const DELETE_OBJECTS: &[u8] = b"?delete";
-
-fn addr_of(endpoint: &str) -> SocketAddr {
-    endpoint.strip_prefix("http://").unwrap().parse().unwrap()
-}
 
 /// SeaweedFS refuses more than 1000 keys per DeleteObjects, as AWS does: the 2,500-key delete
 /// below can only succeed if it was chunked.
@@ -37,7 +31,24 @@ async fn seaweedfs_rejects_a_delete_of_more_than_1000_keys() {
         )
         .send()
         .await;
-    assert!(result.is_err(), "the server accepted 1001 keys");
+    // The refusal itself, not any failure (a server that went away would fail too).
+    let err = result.expect_err("the server accepted 1001 keys");
+    let code = err
+        .as_service_error()
+        .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code);
+    assert_eq!(
+        code,
+        Some("InvalidArgument"),
+        "{}",
+        aws_sdk_s3::error::DisplayErrorContext(&err)
+    );
+    assert!(
+        aws_sdk_s3::error::DisplayErrorContext(&err)
+            .to_string()
+            .contains("1000"),
+        "{}",
+        aws_sdk_s3::error::DisplayErrorContext(&err)
+    );
 }
 
 #[tokio::test]
