@@ -13,7 +13,7 @@ pub enum StorageError {
     NotFound { key: String },
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("sha256 mismatch for {key}: header says {expected}, received bytes hash to {actual}")]
+    #[error("sha256 mismatch for {key}: declared {expected}, received bytes hash to {actual}")]
     ChecksumMismatch {
         key: String,
         expected: String,

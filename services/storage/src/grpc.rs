@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StorageError;
 use crate::store::{KeyFailure, ObjectMeta, Rule, StorageClass, Store};
-use crate::upload::{self, PutHeader};
+use crate::upload::{self, Piece, PutHeader};
 use crate::urls;
 
 pub struct StorageGrpc {
@@ -124,10 +124,13 @@ impl StorageService for StorageGrpc {
             expected_size: header.expected_size,
             sha256: header.sha256,
         };
-        let chunks = stream.map(|m| match m {
+        let pieces = stream.map(|m| match m {
             Ok(pb::PutObjectRequest {
                 part: Some(pb::put_object_request::Part::Chunk(c)),
-            }) => Ok(c),
+            }) => Ok(Piece::Chunk(c)),
+            Ok(pb::PutObjectRequest {
+                part: Some(pb::put_object_request::Part::Finish(f)),
+            }) => Ok(Piece::Finish { sha256: f.sha256 }),
             Ok(_) => Err(StorageError::invalid(
                 "chunk",
                 "only the first PutObject message may be a header",
@@ -140,7 +143,7 @@ impl StorageService for StorageGrpc {
         // A task of its own: if the caller goes away mid-upload, the upload still gets aborted
         // instead of being dropped with its parts left behind.
         let store = self.store.clone();
-        let outcome = tokio::spawn(async move { upload::put(store, header, chunks).await })
+        let outcome = tokio::spawn(async move { upload::put(store, header, pieces).await })
             .await
             .map_err(|e| StorageError::Internal(format!("upload task failed: {e}")))??;
         Ok(Response::new(pb::PutObjectResponse {

@@ -248,6 +248,14 @@ impl Store {
                 }
             } else if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) {
                 StorageError::invalid("range", "starts beyond the end of the object")
+            } else if e
+                .as_service_error()
+                .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+                == Some("InvalidObjectState")
+            {
+                StorageError::FailedPrecondition(format!(
+                    "object {key} is archived (GLACIER): restore it before reading"
+                ))
             } else {
                 describe(e)
             }
@@ -420,9 +428,27 @@ impl Store {
         class: Option<StorageClass>,
     ) -> Result<(), StorageError> {
         let source = self.head(src).await?;
+        self.copy_from(&source, dst, class).await.map(|_| ())
+    }
+
+    /// Writes `meta` (content type, cache control, sha256) onto the object `meta.key` by
+    /// copy-in-place; returns the new ETag.
+    pub async fn restate_metadata(&self, meta: &ObjectMeta) -> Result<String, StorageError> {
+        self.copy_from(meta, &meta.key, None).await
+    }
+
+    /// Copies `source` to `dst`; a copy onto itself restates `source`'s metadata. Returns the
+    /// destination's ETag.
+    async fn copy_from(
+        &self,
+        source: &ObjectMeta,
+        dst: &str,
+        class: Option<StorageClass>,
+    ) -> Result<String, StorageError> {
         if source.size >= self.transfer().multipart_copy_threshold_bytes {
-            return self.multipart_copy(&source, dst, class).await;
+            return self.multipart_copy(source, dst, class).await;
         }
+        let src = source.key.as_str();
         let _permit = self.permits.acquire().await;
         let mut req = self
             .s3
@@ -449,8 +475,12 @@ impl Store {
         if let Some(c) = class {
             req = req.storage_class(c.to_s3());
         }
-        req.send().await.map_err(describe)?;
-        Ok(())
+        let out = req.send().await.map_err(describe)?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_owned())
     }
 
     async fn multipart_copy(
@@ -458,7 +488,7 @@ impl Store {
         source: &ObjectMeta,
         dst: &str,
         class: Option<StorageClass>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<String, StorageError> {
         let mut create = self
             .s3
             .create_multipart_upload()
@@ -525,7 +555,7 @@ impl Store {
         match result {
             Ok(mut parts) => {
                 parts.sort_by_key(|p| p.part_number());
-                self.complete(dst, &upload_id, parts).await.map(|_| ())
+                self.complete(dst, &upload_id, parts).await
             }
             Err(e) => {
                 self.abort(dst, &upload_id).await;

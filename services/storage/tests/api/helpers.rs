@@ -89,8 +89,8 @@ pub fn header(key: &str, content_type: &str) -> pb::PutObjectHeader {
     }
 }
 
-/// The header then `data` in chunks of `chunk` bytes.
-pub fn put_messages(
+/// The header then `data` in chunks of `chunk` bytes, without the finish message.
+pub fn unfinished_put_messages(
     h: pb::PutObjectHeader,
     data: &[u8],
     chunk: usize,
@@ -101,6 +101,25 @@ pub fn put_messages(
     msgs.extend(data.chunks(chunk).map(|c| pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Chunk(c.to_vec())),
     }));
+    msgs
+}
+
+pub fn finish(sha256: &str) -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        part: Some(pb::put_object_request::Part::Finish(pb::PutObjectFinish {
+            sha256: sha256.to_owned(),
+        })),
+    }
+}
+
+/// A whole upload: the header, `data` in chunks of `chunk` bytes, then finish.
+pub fn put_messages(
+    h: pb::PutObjectHeader,
+    data: &[u8],
+    chunk: usize,
+) -> Vec<pb::PutObjectRequest> {
+    let mut msgs = unfinished_put_messages(h, data, chunk);
+    msgs.push(finish(""));
     msgs
 }
 
@@ -140,6 +159,21 @@ pub async fn get(
         }
     }
     Ok((info.expect("metadata message first"), data))
+}
+
+pub fn addr_of(endpoint: &str) -> std::net::SocketAddr {
+    endpoint.strip_prefix("http://").unwrap().parse().unwrap()
+}
+
+/// Multipart uploads open in the bucket (started, neither completed nor aborted).
+pub async fn open_uploads(s3: &aws_sdk_s3::Client) -> usize {
+    s3.list_multipart_uploads()
+        .bucket(s3::BUCKET)
+        .send()
+        .await
+        .expect("ListMultipartUploads")
+        .uploads()
+        .len()
 }
 
 /// Keys of every object in the bucket under `prefix`, read straight from the S3 server.
@@ -244,7 +278,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// SeaweedFS, started again if the first try loses a port race with a parallel test (it needs
-/// each port and port + 10000 free, and ephemeral client ports can take the second one).
+/// each port and port + 10000 free, and ephemeral client ports can take the second one). A
+/// failed start costs no waiting: the harness notices weed exiting.
 pub async fn seaweedfs() -> photos_testkit::s3::SeaweedFs {
     let mut last = None;
     for _ in 0..3 {

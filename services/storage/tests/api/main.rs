@@ -3,6 +3,7 @@
 //! limit, ListMultipartUploads).
 
 mod batch;
+mod ending;
 mod helpers;
 mod lifecycle;
 mod multipart;

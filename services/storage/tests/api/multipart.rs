@@ -1,27 +1,15 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use photos_testkit::faults::FaultProxy;
-use photos_testkit::s3::{BUCKET, TestS3};
+use photos_testkit::s3::TestS3;
 use tonic::Code;
 
-use crate::helpers::{self, config, get, header, put, put_messages, s3_keys, spawn_app};
+use crate::helpers::{
+    self, addr_of, config, get, header, open_uploads, put, s3_keys, spawn_app,
+    unfinished_put_messages,
+};
 
 const MIB: usize = 1024 * 1024;
-
-fn addr_of(endpoint: &str) -> SocketAddr {
-    endpoint.strip_prefix("http://").unwrap().parse().unwrap()
-}
-
-async fn open_uploads(s3: &aws_sdk_s3::Client) -> usize {
-    s3.list_multipart_uploads()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("ListMultipartUploads")
-        .uploads()
-        .len()
-}
 
 #[tokio::test]
 async fn sixty_mb_goes_up_in_parts_and_comes_back_byte_identical() {
@@ -129,9 +117,10 @@ async fn a_checksum_mismatch_on_a_multipart_upload_aborts_it() {
     assert!(s3_keys(&s3.client(), "originals/").await.is_empty());
 }
 
-/// The caller disappears mid-stream: the service still aborts the upload it started.
-#[tokio::test]
-async fn a_client_that_goes_away_mid_upload_leaves_no_parts() {
+/// The caller disappears mid-stream (its call is dropped, so the server sees the stream reset):
+/// the service aborts the upload it started and stores nothing, whether or not the header
+/// declared a size that would have exposed the shortfall.
+async fn a_client_that_goes_away_mid_upload_leaves_nothing(declared_size: u64) {
     let s3 = crate::helpers::seaweedfs().await;
     let direct = s3.client();
     let mut cfg = config(&s3.endpoint());
@@ -140,8 +129,8 @@ async fn a_client_that_goes_away_mid_upload_leaves_no_parts() {
     let app = spawn_app(cfg).await;
     let mut client = app.client.clone();
     let mut h = header("originals/gone.jpg", "image/jpeg");
-    h.expected_size = 100 * MIB as u64;
-    let first = put_messages(h, &helpers::bytes(12 * MIB, 8), MIB);
+    h.expected_size = declared_size;
+    let first = unfinished_put_messages(h, &helpers::bytes(12 * MIB, 8), MIB);
     // 12 MiB, then a stream that never ends: the call can only end by being cancelled.
     let stream =
         futures::StreamExt::chain(futures::stream::iter(first), futures::stream::pending());
@@ -182,4 +171,74 @@ async fn a_client_that_goes_away_mid_upload_leaves_no_parts() {
     .unwrap();
     assert!(s3_keys(&direct, "originals/").await.is_empty());
     drop(app);
+}
+
+#[tokio::test]
+async fn a_cancelled_upload_without_a_declared_size_leaves_nothing() {
+    a_client_that_goes_away_mid_upload_leaves_nothing(0).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_upload_with_a_declared_size_leaves_nothing() {
+    a_client_that_goes_away_mid_upload_leaves_nothing(100 * MIB as u64).await;
+}
+
+/// The digest of a multipart upload is known only after its metadata was fixed: it is restated
+/// by copy-in-place (CopyObject below `multipart_copy_threshold_bytes`, UploadPartCopy above), so
+/// Head and Get return it like they do for a single PUT.
+/// `uploads_listed_by`: a client for the store if it implements ListMultipartUploads.
+async fn multipart_objects_carry_their_sha256(
+    endpoint: &str,
+    uploads_listed_by: Option<aws_sdk_s3::Client>,
+) {
+    let mut cfg = config(endpoint);
+    cfg.transfer.multipart_threshold_bytes = 5 * MIB as u64;
+    cfg.transfer.part_size_bytes = 5 * MIB as u64;
+    cfg.transfer.multipart_copy_threshold_bytes = 10 * MIB as u64;
+    cfg.transfer.copy_part_size_bytes = 5 * MIB as u64;
+    let mut app = spawn_app(cfg).await;
+    for (key, len) in [("originals/seven", 7 * MIB), ("originals/twelve", 12 * MIB)] {
+        let data = helpers::bytes(len, len as u64);
+        let mut h = header(key, "image/jpeg");
+        h.content_addressed = true;
+        let out = put(&mut app.client, h, &data).await.unwrap();
+        assert!(out.parts > 1, "{key} went up in parts");
+        let object = out.object.unwrap();
+        assert_eq!(object.sha256, helpers::sha256_hex(&data));
+        let head = app
+            .client
+            .head_object(photos_proto::storage::v1::HeadObjectRequest { key: key.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .object
+            .unwrap();
+        assert_eq!(head.sha256, helpers::sha256_hex(&data), "{key}: Head");
+        assert_eq!(
+            head.etag, object.etag,
+            "{key}: the ETag returned is the final one"
+        );
+        assert_eq!(head.content_type, "image/jpeg");
+        assert_eq!(head.cache_control, "public, max-age=31536000, immutable");
+        assert_eq!(head.size, len as u64);
+        let (info, body) = get(&mut app.client, key, None).await.unwrap();
+        assert_eq!(info.sha256, helpers::sha256_hex(&data), "{key}: Get");
+        assert!(body == data, "{key}: bytes differ after the restating copy");
+    }
+    if let Some(direct) = uploads_listed_by {
+        assert_eq!(open_uploads(&direct).await, 0, "no upload left open");
+    }
+}
+
+#[tokio::test]
+async fn multipart_objects_carry_their_sha256_on_seaweedfs() {
+    let s3 = crate::helpers::seaweedfs().await;
+    multipart_objects_carry_their_sha256(&s3.endpoint(), Some(s3.client())).await;
+}
+
+#[tokio::test]
+async fn multipart_objects_carry_their_sha256_on_the_in_process_s3() {
+    let s3 = TestS3::start().await.unwrap();
+    // s3s-fs does not implement ListMultipartUploads.
+    multipart_objects_carry_their_sha256(&s3.endpoint(), None).await;
 }

@@ -255,6 +255,137 @@ async fn listing_filters_by_prefix_and_age() {
     assert!(stream.next().await.is_none());
 }
 
+async fn listed(
+    client: &mut helpers::Client,
+    prefix: &str,
+    older_than_days: u32,
+) -> Vec<pb::ObjectInfo> {
+    let mut stream = client
+        .list_objects(pb::ListObjectsRequest {
+            prefix: prefix.into(),
+            older_than_days,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut objects = Vec::new();
+    while let Some(page) = stream.next().await {
+        objects.extend(page.unwrap().objects);
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    objects
+}
+
+/// The age filter is compared with the Last-Modified the store reports. s3s-fs reports each
+/// file's mtime, so objects are aged by setting it: 40 days, 10 days and an hour, and new.
+#[tokio::test]
+async fn the_age_filter_follows_the_stores_last_modified() {
+    use std::time::{Duration, SystemTime};
+    let s3 = TestS3::start().await.unwrap();
+    let mut app = spawn_app(config(&s3.endpoint())).await;
+    let keys = helpers::seed_objects(&s3.client(), "tmp/age/", 9).await;
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let mut modified = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let age = match i / 3 {
+            0 => 40 * day,
+            1 => 10 * day + Duration::from_secs(3600),
+            _ => Duration::ZERO,
+        };
+        let at = now - age;
+        std::fs::File::options()
+            .write(true)
+            .open(s3.object_path(key))
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+        modified.push(at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64);
+    }
+    let keys_of = |objects: Vec<pb::ObjectInfo>| -> Vec<String> {
+        objects.into_iter().map(|o| o.key).collect()
+    };
+    assert_eq!(
+        keys_of(listed(&mut app.client, "tmp/", 30).await),
+        keys[0..3]
+    );
+    assert_eq!(
+        keys_of(listed(&mut app.client, "tmp/", 10).await),
+        keys[0..6]
+    );
+    assert_eq!(
+        keys_of(listed(&mut app.client, "tmp/", 11).await),
+        keys[0..3],
+        "10 days and an hour is not older than 11 days"
+    );
+    assert!(listed(&mut app.client, "tmp/", 41).await.is_empty());
+    let all = listed(&mut app.client, "tmp/age/", 0).await;
+    assert_eq!(keys_of(all.clone()), keys);
+    for (object, secs) in all.iter().zip(&modified) {
+        let reported = object
+            .last_modified
+            .as_ref()
+            .expect("last_modified")
+            .seconds;
+        assert!(
+            (reported - secs).abs() <= 1,
+            "{}: {reported} vs {secs}",
+            object.key
+        );
+    }
+}
+
+/// STANDARD → STANDARD_IA → GLACIER by copy-in-place, against moto (SeaweedFS has no GLACIER):
+/// the class changes, the bytes' metadata stays, and an archived object is refused on read.
+#[tokio::test]
+async fn storage_class_moves_down_to_glacier_on_moto() {
+    let moto = helpers::Moto::start().await;
+    let mut app = spawn_app(config(&moto.endpoint())).await;
+    let data = helpers::bytes(20_000, 5);
+    let key = "originals/cold.jpg";
+    let mut h = header(key, "image/jpeg");
+    h.content_addressed = true;
+    put(&mut app.client, h, &data).await.unwrap();
+    let head = async |client: &mut helpers::Client| {
+        client
+            .head_object(pb::HeadObjectRequest { key: key.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .object
+            .unwrap()
+    };
+    assert_eq!(
+        head(&mut app.client).await.storage_class,
+        pb::StorageClass::Standard as i32
+    );
+    for class in [pb::StorageClass::StandardIa, pb::StorageClass::Glacier] {
+        let out = app
+            .client
+            .set_storage_class(pb::SetStorageClassRequest {
+                keys: vec![key.into()],
+                storage_class: class as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((out.changed, out.errors.len()), (1, 0), "{:?}", out.errors);
+        let object = head(&mut app.client).await;
+        assert_eq!(object.storage_class, class as i32, "{class:?}");
+        assert_eq!(object.sha256, helpers::sha256_hex(&data));
+        assert_eq!(object.content_type, "image/jpeg");
+        assert_eq!(object.cache_control, "public, max-age=31536000, immutable");
+        assert_eq!(object.size, data.len() as u64);
+    }
+    let listing = listed(&mut app.client, "originals/", 0).await;
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].storage_class, pb::StorageClass::Glacier as i32);
+
+    let err = get(&mut app.client, key, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("restore"), "{}", err.message());
+}
+
 #[tokio::test]
 async fn copies_and_storage_class_changes_on_seaweedfs() {
     let s3 = crate::helpers::seaweedfs().await;
