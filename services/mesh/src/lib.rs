@@ -199,6 +199,10 @@ impl Mesh {
                 "sqlite://{}",
                 data_dir.join("catalog.db").display()
             ));
+            // In-process caches: the catalog's serves its reads; cache-admin's cannot see it
+            // (separate processes in production), so admin invalidations and stats do not
+            // reach the catalog here; warming does (it goes through the catalog's RPCs).
+            config.catalog.cache = Default::default();
             config.cache_admin.redis = Default::default();
             // A per-run secret: the local store only listens on loopback, and nothing outside
             // this process needs to sign requests to it.
