@@ -55,3 +55,65 @@ pub async fn http(
     let (status, head, body) = request(addr, method, path, &headers, None).await;
     (status, format!("{head}\r\n\r\n{body}"))
 }
+
+pub const SECRET: &str = "an-hs256-test-secret-of-at-least-32-bytes";
+
+/// A mesh with a known HS256 secret, rate limiting off unless `configure` turns it on.
+pub struct Env {
+    pub mesh: Mesh,
+    pub dir: tempfile::TempDir,
+    pub auth: photos_gateway::config::AuthConfig,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut MeshConfig)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = MeshConfig::ephemeral(dir.path().join("mesh"));
+        config.gateway.auth.hs256_secret = photos_runtime::Secret::new(SECRET);
+        config.gateway.rate_limit.requests_per_minute = 0;
+        configure(&mut config);
+        let auth = config.gateway.auth.clone();
+        let mesh = Mesh::start(config).await.unwrap();
+        wait_serving(mesh.addresses.catalog).await;
+        Env { mesh, dir, auth }
+    }
+
+    pub fn token(&self, sub: &str, role: photos_gateway::auth::Role) -> String {
+        format!(
+            "Bearer {}",
+            photos_gateway::auth::issue(&self.auth, sub, role, 600).unwrap()
+        )
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, serde_json::Value) {
+        let mut headers = vec![];
+        if let Some(t) = token {
+            headers.push(("Authorization", t));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let (status, head, body) =
+            request(self.mesh.addresses.gateway, method, path, &headers, body).await;
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        (status, head, json)
+    }
+}
+
+/// The value of a response header (case-insensitive name) in a raw head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}

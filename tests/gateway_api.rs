@@ -6,59 +6,7 @@ mod common;
 use base64::Engine;
 use common::*;
 use photos_gateway::auth::{self, Role};
-use photos_mesh::{Mesh, MeshConfig};
 use photos_runtime::Secret;
-
-const SECRET: &str = "an-hs256-test-secret-of-at-least-32-bytes";
-
-struct Env {
-    mesh: Mesh,
-    _dir: tempfile::TempDir,
-    auth: photos_gateway::config::AuthConfig,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = MeshConfig::ephemeral(dir.path());
-        config.gateway.auth.hs256_secret = Secret::new(SECRET);
-        let auth = config.gateway.auth.clone();
-        let mesh = Mesh::start(config).await.unwrap();
-        wait_serving(mesh.addresses.catalog).await;
-        Env {
-            mesh,
-            _dir: dir,
-            auth,
-        }
-    }
-
-    fn token(&self, sub: &str, role: Role) -> String {
-        format!(
-            "Bearer {}",
-            auth::issue(&self.auth, sub, role, 600).unwrap()
-        )
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, String, serde_json::Value) {
-        let mut headers = vec![];
-        if let Some(t) = token {
-            headers.push(("Authorization", t));
-        }
-        if body.is_some() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        let (status, head, body) =
-            request(self.mesh.addresses.gateway, method, path, &headers, body).await;
-        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-        (status, head, json)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visibility_follows_publication_ownership_and_role() {

@@ -12,10 +12,12 @@ use photos_proto::catalog::v1 as pb;
 use photos_proto::metrics::v1 as metrics_pb;
 use photos_proto::storage::v1 as storage_pb;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::GatewayError;
+use crate::sources::{Access, Urls};
 
 type ApiResult<T> = Result<T, GatewayError>;
 
@@ -51,18 +53,18 @@ pub struct VariantJson {
     width: u32,
     height: u32,
     bytes: u64,
-    object_key: String,
+    url: String,
 }
 
-impl From<pb::Variant> for VariantJson {
-    fn from(v: pb::Variant) -> Self {
+impl VariantJson {
+    fn new(v: pb::Variant, urls: &Urls) -> Self {
         Self {
+            url: urls.get(&v.object_key),
             preset: v.preset,
             format: format_name(v.format),
             width: v.width,
             height: v.height,
             bytes: v.bytes,
-            object_key: v.object_key,
         }
     }
 }
@@ -91,8 +93,8 @@ pub struct AlbumJson {
     updated_at: Option<String>,
 }
 
-impl From<pb::Album> for AlbumJson {
-    fn from(a: pb::Album) -> Self {
+impl AlbumJson {
+    fn new(a: pb::Album, urls: &Urls) -> Self {
         Self {
             created_at: ts(&a.create_time),
             updated_at: ts(&a.update_time),
@@ -112,11 +114,54 @@ impl From<pb::Album> for AlbumJson {
                     order: p.order,
                     dominant_color: p.dominant_color,
                     blur_placeholder: p.blur_placeholder,
-                    thumbnail: p.thumbnail.map(VariantJson::from),
+                    thumbnail: p.thumbnail.map(|v| VariantJson::new(v, urls)),
                 })
                 .collect(),
         }
     }
+}
+
+pub(crate) fn access(album: &pb::Album) -> Access {
+    if album.is_published {
+        Access::Public
+    } else {
+        Access::Private
+    }
+}
+
+/// Albums as JSON, their preview thumbnails linked (CDN or signed by publication state).
+async fn render_albums(state: &AppState, albums: Vec<pb::Album>) -> ApiResult<Vec<AlbumJson>> {
+    let wanted: Vec<_> = albums
+        .iter()
+        .flat_map(|a| {
+            a.previews
+                .iter()
+                .filter_map(|p| p.thumbnail.as_ref())
+                .map(move |t| (t.object_key.as_str(), access(a)))
+        })
+        .collect();
+    let urls = state.sources.urls(&state.storage, &wanted).await?;
+    Ok(albums
+        .into_iter()
+        .map(|a| AlbumJson::new(a, &urls))
+        .collect())
+}
+
+/// Photos as JSON with every variant linked; `access` is their album's.
+pub(crate) async fn render_photos(
+    state: &AppState,
+    photos: Vec<pb::Photo>,
+    access: Access,
+) -> ApiResult<Vec<PhotoJson>> {
+    let wanted: Vec<_> = photos
+        .iter()
+        .flat_map(|p| p.variants.iter().map(|v| (v.object_key.as_str(), access)))
+        .collect();
+    let urls = state.sources.urls(&state.storage, &wanted).await?;
+    Ok(photos
+        .into_iter()
+        .map(|p| PhotoJson::new(p, &urls))
+        .collect())
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -142,11 +187,14 @@ pub struct PhotoJson {
     taken_at: Option<String>,
     placeholders: PlaceholdersJson,
     sources: Vec<VariantJson>,
+    /// Per output format, a `srcset` of the variants with the photo's own aspect ratio (cropped
+    /// presets such as the square thumbnail are left out), narrowest first.
+    srcset: BTreeMap<&'static str, String>,
     created_at: Option<String>,
 }
 
-impl From<pb::Photo> for PhotoJson {
-    fn from(p: pb::Photo) -> Self {
+impl PhotoJson {
+    fn new(p: pb::Photo, urls: &Urls) -> Self {
         let status =
             match pb::PhotoStatus::try_from(p.status).unwrap_or(pb::PhotoStatus::Unspecified) {
                 pb::PhotoStatus::Pending => "pending",
@@ -154,7 +202,14 @@ impl From<pb::Photo> for PhotoJson {
                 pb::PhotoStatus::Failed => "failed",
                 pb::PhotoStatus::Unspecified => "unknown",
             };
+        let mut sources: Vec<VariantJson> = p
+            .variants
+            .into_iter()
+            .map(|v| VariantJson::new(v, urls))
+            .collect();
+        sources.sort_by(|a, b| (a.format, a.width).cmp(&(b.format, b.width)));
         Self {
+            srcset: srcset(&sources, p.width, p.height),
             taken_at: ts(&p.taken_time),
             created_at: ts(&p.create_time),
             format: format_name(p.format),
@@ -168,7 +223,7 @@ impl From<pb::Photo> for PhotoJson {
                     thumbhash: x.thumbhash,
                 })
                 .unwrap_or_default(),
-            sources: p.variants.into_iter().map(VariantJson::from).collect(),
+            sources,
             id: p.id,
             album_id: p.album_id,
             title: p.title,
@@ -179,6 +234,33 @@ impl From<pb::Photo> for PhotoJson {
             bytes: p.bytes,
         }
     }
+}
+
+/// `sources` must be sorted by (format, width).
+fn srcset(sources: &[VariantJson], width: u32, height: u32) -> BTreeMap<&'static str, String> {
+    let mut sets: BTreeMap<&'static str, String> = BTreeMap::new();
+    if width == 0 || height == 0 {
+        return sets;
+    }
+    // Same aspect ratio within 1% (resizes round each side to whole pixels).
+    let same_shape = |v: &VariantJson| {
+        let (a, b) = (
+            u64::from(v.width) * u64::from(height),
+            u64::from(v.height) * u64::from(width),
+        );
+        a.abs_diff(b) * 100 <= a.max(b)
+    };
+    for v in sources
+        .iter()
+        .filter(|v| !v.url.is_empty() && same_shape(v))
+    {
+        let set = sets.entry(v.format).or_default();
+        if !set.is_empty() {
+            set.push_str(", ");
+        }
+        set.push_str(&format!("{} {}w", v.url, v.width));
+    }
+    sets
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,7 +310,7 @@ pub async fn list_albums(
         .await?
         .into_inner();
     Ok(Json(AlbumPage {
-        albums: response.albums.into_iter().map(AlbumJson::from).collect(),
+        albums: render_albums(&state, response.albums).await?,
         next_page_token: response.next_page_token,
     }))
 }
@@ -269,7 +351,7 @@ pub async fn create_album(
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::LOCATION, location)],
-        Json(AlbumJson::from(album)),
+        Json(AlbumJson::new(album, &Urls::default())),
     )
         .into_response())
 }
@@ -300,7 +382,7 @@ async fn visible_album(
     }
 }
 
-async fn managed_album(
+pub(crate) async fn managed_album(
     state: &mut AppState,
     principal: &Principal,
     id: &str,
@@ -348,9 +430,14 @@ pub async fn get_album(
         query.photo_page_size.unwrap_or(0),
     )
     .await?;
+    let album = response.album.ok_or(GatewayError::Missing("album"))?;
+    let photos = render_photos(&state, response.photos, access(&album)).await?;
     Ok(Json(AlbumDetail {
-        album: AlbumJson::from(response.album.ok_or(GatewayError::Missing("album"))?),
-        photos: response.photos.into_iter().map(PhotoJson::from).collect(),
+        album: render_albums(&state, vec![album])
+            .await?
+            .pop()
+            .ok_or(GatewayError::Missing("album"))?,
+        photos,
         next_photo_page_token: response.next_photo_page_token,
     }))
 }
@@ -414,7 +501,12 @@ pub async fn update_album(
         .into_inner()
         .album
         .ok_or(GatewayError::Missing("album"))?;
-    Ok(Json(AlbumJson::from(updated)))
+    Ok(Json(
+        render_albums(&state, vec![updated])
+            .await?
+            .pop()
+            .ok_or(GatewayError::Missing("album"))?,
+    ))
 }
 
 /// Removes the bytes of deleted albums/photos. Best effort: the catalog rows are gone already,
@@ -455,7 +547,10 @@ pub async fn list_album_photos(
     Path(id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Json<PhotoPage>> {
-    visible_album(&mut state, &principal, &id, 1).await?;
+    let album = visible_album(&mut state, &principal, &id, 1)
+        .await?
+        .album
+        .ok_or(GatewayError::Missing("album"))?;
     let response = state
         .catalog
         .list_photos(pb::ListPhotosRequest {
@@ -466,7 +561,7 @@ pub async fn list_album_photos(
         .await?
         .into_inner();
     Ok(Json(PhotoPage {
-        photos: response.photos.into_iter().map(PhotoJson::from).collect(),
+        photos: render_photos(&state, response.photos, access(&album)).await?,
         next_page_token: response.next_page_token,
     }))
 }
@@ -485,8 +580,15 @@ pub async fn recent_photos(
         })
         .await?
         .into_inner();
+    // Admins also see unpublished albums' photos here, and the listing does not say which
+    // album is which: their links are all signed.
+    let access = if principal.is_admin() {
+        Access::Private
+    } else {
+        Access::Public
+    };
     Ok(Json(PhotoPage {
-        photos: response.photos.into_iter().map(PhotoJson::from).collect(),
+        photos: render_photos(&state, response.photos, access).await?,
         next_page_token: response.next_page_token,
     }))
 }
@@ -517,8 +619,9 @@ pub async fn get_photo(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PhotoJson>> {
-    let (photo, _) = visible_photo(&mut state, &principal, &id).await?;
-    Ok(Json(PhotoJson::from(photo)))
+    let (photo, album) = visible_photo(&mut state, &principal, &id).await?;
+    let mut rendered = render_photos(&state, vec![photo], access(&album)).await?;
+    Ok(Json(rendered.pop().ok_or(GatewayError::Missing("photo"))?))
 }
 
 pub async fn delete_photo(
@@ -648,4 +751,55 @@ pub async fn performance(
         })).collect::<Vec<_>>(),
         "suggestions": r.suggestions,
     })))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reordered {
+    updated: i32,
+}
+
+/// Album order is one sequence across every owner (the published listing follows it), so
+/// only admins set it.
+pub async fn reorder_albums(
+    State(mut state): State<AppState>,
+    principal: Principal,
+    payload: Result<Json<AlbumIds>, JsonRejection>,
+) -> ApiResult<Json<Reordered>> {
+    principal.require_admin()?;
+    let ids = body(payload)?;
+    let updated = state
+        .catalog
+        .reorder_albums(pb::ReorderAlbumsRequest {
+            album_ids: ids.album_ids,
+        })
+        .await?
+        .into_inner()
+        .updated;
+    Ok(Json(Reordered { updated }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoIds {
+    photo_ids: Vec<String>,
+}
+
+pub async fn reorder_photos(
+    State(mut state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    payload: Result<Json<PhotoIds>, JsonRejection>,
+) -> ApiResult<Json<Reordered>> {
+    let ids = body(payload)?;
+    managed_album(&mut state, &principal, &id).await?;
+    let updated = state
+        .catalog
+        .reorder_photos(pb::ReorderPhotosRequest {
+            album_id: id,
+            photo_ids: ids.photo_ids,
+        })
+        .await?
+        .into_inner()
+        .updated;
+    Ok(Json(Reordered { updated }))
 }

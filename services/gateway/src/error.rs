@@ -9,12 +9,12 @@ pub enum GatewayError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("auth.jwks_path: {0}")]
+    Auth(String),
     #[error(transparent)]
     Upstream(#[from] photos_runtime::client::ChannelError),
     #[error("{}", .0.message())]
     Downstream(#[from] tonic::Status),
-    #[error("{0}")]
-    NotImplemented(&'static str),
     #[error("no such route")]
     NotFound,
     #[error("{0} not found")]
@@ -26,6 +26,8 @@ pub enum GatewayError {
     /// A request the gateway itself refuses (bad JSON, wrong content type, oversize body).
     #[error("{message}")]
     Rejected { status: u16, message: String },
+    #[error("too many requests: retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -34,15 +36,18 @@ impl GatewayError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             GatewayError::Downstream(status) => ErrorKind::of_status(status),
-            GatewayError::NotImplemented(_) => ErrorKind::Unimplemented,
             GatewayError::NotFound | GatewayError::Missing(_) => ErrorKind::NotFound,
             GatewayError::Unauthenticated(_) => ErrorKind::Unauthenticated,
             GatewayError::Forbidden(_) => ErrorKind::PermissionDenied,
             GatewayError::Rejected { status: 413, .. } => ErrorKind::TooLarge,
+            GatewayError::Rejected { status: 409, .. } => ErrorKind::AlreadyExists,
+            GatewayError::Rejected { status: 422, .. } => ErrorKind::Unprocessable,
             GatewayError::Rejected { .. } => ErrorKind::InvalidArgument,
-            GatewayError::Bind { .. } | GatewayError::Upstream(_) | GatewayError::Serve(_) => {
-                ErrorKind::Internal
-            }
+            GatewayError::RateLimited { .. } => ErrorKind::Unavailable,
+            GatewayError::Bind { .. }
+            | GatewayError::Auth(_)
+            | GatewayError::Upstream(_)
+            | GatewayError::Serve(_) => ErrorKind::Internal,
         }
     }
 }
@@ -53,6 +58,7 @@ impl IntoResponse for GatewayError {
         let kind = self.kind();
         let code = match &self {
             GatewayError::Rejected { status, .. } => *status,
+            GatewayError::RateLimited { .. } => 429,
             _ => kind.http_status(),
         };
         let status = axum::http::StatusCode::from_u16(code)
@@ -69,6 +75,12 @@ impl IntoResponse for GatewayError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if let GatewayError::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+        }
         if matches!(self, GatewayError::Unauthenticated(_)) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -1,12 +1,15 @@
 //! The gateway: HTTP/JSON for web apps, calling the services over gRPC (issue "Gateway").
-//! Routes whose issue has not landed answer 501 with a problem document.
 
 mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
 mod http_cache;
+mod idempotency;
 mod openapi;
+mod ratelimit;
+mod sources;
+mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,11 +25,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use photos_proto::cache_admin::v1::cache_admin_service_client::CacheAdminServiceClient;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use photos_proto::media::v1::media_service_client::MediaServiceClient;
 use photos_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
 use photos_runtime::client::Channel;
 use photos_runtime::propagation;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
 pub use config::GatewayConfig;
@@ -35,10 +40,15 @@ pub use error::GatewayError;
 #[derive(Clone)]
 struct AppState {
     catalog: CatalogServiceClient<Channel>,
+    media: MediaServiceClient<Channel>,
     storage: StorageServiceClient<Channel>,
     cache_admin: CacheAdminServiceClient<Channel>,
     metrics: MetricsServiceClient<Channel>,
     verifier: auth::Verifier,
+    sources: sources::Sources,
+    idempotency: idempotency::Idempotency,
+    rate_limiter: ratelimit::RateLimiter,
+    upload: Arc<config::UploadConfig>,
     draining: Arc<AtomicBool>,
 }
 
@@ -63,10 +73,21 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         catalog: CatalogServiceClient::new(Channel::connect_lazy(&config.catalog)?),
+        // Originals above tonic's 4 MiB default never travel as one message, but media's
+        // answers list every variant and may pass it on large preset tables.
+        media: MediaServiceClient::new(Channel::connect_lazy(&config.media)?)
+            .max_decoding_message_size(16 * 1024 * 1024),
         storage: StorageServiceClient::new(Channel::connect_lazy(&config.storage)?),
         cache_admin: CacheAdminServiceClient::new(Channel::connect_lazy(&config.cache_admin)?),
         metrics: MetricsServiceClient::new(Channel::connect_lazy(&config.metrics)?),
-        verifier: auth::Verifier::new(&config.auth),
+        verifier: auth::Verifier::new(&config.auth).map_err(GatewayError::Auth)?,
+        sources: sources::Sources::new(&config.sources),
+        idempotency: idempotency::Idempotency::new(
+            Duration::from_secs(config.upload.idempotency_ttl_seconds),
+            config.upload.idempotency_max_keys,
+        ),
+        rate_limiter: ratelimit::RateLimiter::new(&config.rate_limit),
+        upload: Arc::new(config.upload.clone()),
         draining: draining.clone(),
     };
     let api = Router::new()
@@ -80,10 +101,18 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
                 .patch(api::update_album)
                 .delete(api::delete_album),
         )
-        // Upload (POST) waits for the gateway issue's upload flow.
         .route(
             "/api/v1/albums/{id}/photos",
-            get(api::list_album_photos).post(not_implemented),
+            get(api::list_album_photos)
+                .post(upload::upload_photo)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(config.upload.max_bytes + upload::FORM_OVERHEAD_BYTES)
+                        .unwrap_or(usize::MAX),
+                )),
+        )
+        .route(
+            "/api/v1/albums/{id}/photos/order",
+            axum::routing::put(api::reorder_photos),
         )
         .route("/api/v1/photos/recent", get(api::recent_photos))
         .route(
@@ -92,17 +121,27 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         )
         .route("/api/v1/admin/albums/publish", post(api::publish))
         .route("/api/v1/admin/albums/unpublish", post(api::unpublish))
+        .route("/api/v1/admin/albums/reorder", post(api::reorder_albums))
         .route("/api/v1/admin/cache-stats", get(api::cache_stats))
         .route("/api/v1/admin/performance", get(api::performance))
         .route("/api/openapi.json", get(openapi::document))
         .layer(axum::middleware::from_fn(http_cache::etag))
-        .layer(DefaultBodyLimit::max(config.http.max_json_bytes));
-    let router = Router::new()
+        .layer(DefaultBodyLimit::max(config.http.max_json_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::admit,
+        ));
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(trace_request))
         .with_state(state);
+    // Outside the rate limit: preflights are answered without being charged, and refusals
+    // still carry the headers a browser needs to read them.
+    if let Some(cors) = cors_layer(&config.cors) {
+        router = router.layer(cors);
+    }
+    let router = router.layer(axum::middleware::from_fn(trace_request));
     Ok(Application {
         listener,
         router,
@@ -126,13 +165,17 @@ impl Application {
     ) -> Result<(), GatewayError> {
         let draining = self.draining.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.store(true, Ordering::SeqCst);
-                let _ = stopped_tx.send(());
-            })
-            .into_future();
+        let serve = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            let _ = stopped_tx.send(());
+        })
+        .into_future();
         let mut serve = std::pin::pin!(serve);
         tokio::select! {
             result = &mut serve => return result.map_err(GatewayError::Serve),
@@ -146,6 +189,45 @@ impl Application {
             }
         }
     }
+}
+
+/// The CORS allowlist; None when no origin is allowed (browsers then refuse cross-origin calls).
+fn cors_layer(config: &config::CorsConfig) -> Option<CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    if config.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = config
+        .allowed_origins
+        .iter()
+        // Checked by `GatewayConfig::validate`.
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                HeaderName::from_static("idempotent-replayed"),
+            ])
+            .max_age(Duration::from_secs(config.max_age_seconds)),
+    )
 }
 
 /// One server span per HTTP request, continuing the caller's trace if it sent `traceparent`.
@@ -175,11 +257,6 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ok\n")
     }
-}
-
-/// Routes of the v1 HTTP API whose issue has not landed yet.
-async fn not_implemented() -> GatewayError {
-    GatewayError::NotImplemented("this route is not implemented yet")
 }
 
 async fn not_found() -> GatewayError {

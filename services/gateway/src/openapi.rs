@@ -14,6 +14,29 @@ pub async fn document() -> Json<serde_json::Value> {
         }
         o
     };
+    let photo = serde_json::json!({"$ref": "#/components/schemas/Photo"});
+    let mut upload = op(
+        "Upload a photo: multipart/form-data with the image in field `file` and optional `title` and `caption`. \
+         Streamed to storage (never buffered whole), processed by media, recorded by the catalog. \
+         201 with the photo; 200 with the existing photo when the album already has these bytes. \
+         Not an image: 422, nothing kept. Above `upload.max_bytes`: 413. \
+         `Idempotency-Key`: the same key and request replay the first outcome (`Idempotent-Replayed: true`); \
+         the same key with a different request is 422; while the first is running, 409",
+        true,
+    );
+    upload["parameters"] = serde_json::json!([{
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "schema": {"type": "string", "maxLength": 255},
+    }]);
+    upload["requestBody"] = serde_json::json!({"required": true, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "title": {"type": "string"}, "caption": {"type": "string"},
+        },
+    }}}});
+    upload["responses"]["201"] = serde_json::json!({"description": "created", "content": {"application/json": {"schema": photo}}});
+    upload["responses"]["200"] = serde_json::json!({"description": "the album already had these bytes, or a replay", "content": {"application/json": {"schema": photo}}});
     Json(serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "photos gateway", "version": "v1"},
@@ -29,7 +52,10 @@ pub async fn document() -> Json<serde_json::Value> {
             },
             "/api/v1/albums/{id}/photos": {
                 "get": op("Photos of an album, keyset-paged", false),
-                "post": op("Upload a photo (multipart field `file`) — not implemented yet", true),
+                "post": upload,
+            },
+            "/api/v1/albums/{id}/photos/order": {
+                "put": op("Reorder an album's photos `{\"photo_ids\": [...]}` (owner or admin); each photo's order becomes its position", true),
             },
             "/api/v1/photos/recent": {"get": op("Most recent photos of published albums", false)},
             "/api/v1/photos/{id}": {
@@ -38,19 +64,48 @@ pub async fn document() -> Json<serde_json::Value> {
             },
             "/api/v1/admin/albums/publish": {"post": op("Publish albums `{\"album_ids\": [...]}` (admin)", true)},
             "/api/v1/admin/albums/unpublish": {"post": op("Unpublish albums (admin)", true)},
+            "/api/v1/admin/albums/reorder": {"post": op("Set the album order `{\"album_ids\": [...]}` (admin); each album's order becomes its position", true)},
             "/api/v1/admin/cache-stats": {"get": op("Cache statistics (admin)", true)},
             "/api/v1/admin/performance": {"get": op("The mesh's performance report (admin)", true)},
             "/healthz": {"get": {"summary": "200 while serving, 503 while draining", "responses": {"200": {"description": "ok"}}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": {"Problem": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                    "detail": {"type": "string"}, "kind": {"type": "string"},
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "description": "RFC 9457; 429 answers also carry Retry-After (seconds)",
+                    "properties": {
+                        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                        "detail": {"type": "string"}, "kind": {"type": "string"},
+                    },
                 },
-            }},
+                "Source": {
+                    "type": "object",
+                    "description": "One variant. `url` is a CDN URL for published albums (when a CDN is configured), else a short-lived signed URL",
+                    "properties": {
+                        "preset": {"type": "string"}, "format": {"enum": ["jpeg", "webp", "png", "gif"]},
+                        "width": {"type": "integer"}, "height": {"type": "integer"}, "bytes": {"type": "integer"},
+                        "url": {"type": "string", "format": "uri"},
+                    },
+                },
+                "Photo": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"}, "album_id": {"type": "string"}, "title": {"type": "string"},
+                        "caption": {"type": "string"}, "order": {"type": "integer"},
+                        "width": {"type": "integer"}, "height": {"type": "integer"}, "bytes": {"type": "integer"},
+                        "format": {"type": "string"}, "status": {"enum": ["pending", "ready", "failed"]},
+                        "taken_at": {"type": ["string", "null"]}, "created_at": {"type": ["string", "null"]},
+                        "placeholders": {"type": "object", "properties": {
+                            "dominant_color": {"type": "string", "description": "#rrggbb"},
+                            "blur_data_uri": {"type": "string"}, "blurhash": {"type": "string"}, "thumbhash": {"type": "string"},
+                        }},
+                        "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
+                        "srcset": {"type": "object", "description": "per format, a srcset of the variants with the photo's aspect ratio", "additionalProperties": {"type": "string"}},
+                    },
+                },
+            },
         },
     }))
 }
