@@ -308,8 +308,9 @@ pub(crate) async fn record(
     let result = match derived {
         Some(r) => MediaResult { variants, ..r },
         None => {
+            // Read-modify-write: start from the database, not from a cached copy.
             let photo = match catalog
-                .get_photo(photo_id, crate::cache::Freshness::Cached)
+                .get_photo(photo_id, crate::cache::Freshness::Refresh)
                 .await
             {
                 Ok(p) => p,

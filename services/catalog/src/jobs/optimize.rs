@@ -53,7 +53,7 @@ impl OptimizeImages {
     async fn optimize(&self, p: &OptimizeImagesParams, item: &Item) -> Outcome {
         let photo = match self
             .catalog
-            .get_photo(&item.key, crate::cache::Freshness::Cached)
+            .get_photo(&item.key, crate::cache::Freshness::Refresh)
             .await
         {
             Ok(photo) => photo,
