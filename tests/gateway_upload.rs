@@ -596,3 +596,35 @@ async fn an_owner_reorders_the_photos_of_an_album() {
     assert_eq!(listed(page), reversed);
     env.mesh.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with(|c| c.gateway.upload.chunk_bytes = 4 * 1024).await;
+    let alice = env.token("alice", Role::Owner);
+    let album = env.create_album(&alice, false).await;
+    let body = form(&[], Some(&jpeg(1024, 768, 9)));
+    // Claims the whole form, sends a third of it (several chunks reach storage), then stops.
+    let mut stream = tokio::net::TcpStream::connect(env.mesh.addresses.gateway)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/albums/{album}/photos HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Authorization: {alice}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 3]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let answer = String::from_utf8_lossy(&raw);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(env.photo_count(&album, &alice).await, 0);
+    assert!(
+        env.originals(&album).await.is_empty(),
+        "the cut upload was not stored"
+    );
+    env.mesh.shutdown().await.unwrap();
+}

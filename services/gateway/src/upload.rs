@@ -36,8 +36,14 @@ const MAX_TEXT_FIELD_BYTES: usize = 16 * 1024;
 type ApiResult<T> = Result<T, GatewayError>;
 
 fn multipart_error(e: MultipartError) -> GatewayError {
+    // axum reports a body that broke off (shorter than its Content-Length, connection cut) as
+    // a 500; it is the request that is bad.
+    let status = match e.status().as_u16() {
+        500.. => 400,
+        status => status,
+    };
     GatewayError::Rejected {
-        status: e.status().as_u16(),
+        status,
         message: format!("cannot read the upload: {}", e.body_text().to_lowercase()),
     }
 }
