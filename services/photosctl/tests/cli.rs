@@ -447,3 +447,41 @@ async fn helm_command_lines_parse() {
     let output = command.output().await.unwrap();
     assert_eq!(output.status.code(), Some(69), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_catalog_and_job_schemas_once() {
+    let db = photos_testkit::postgres::TestDatabase::create()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut command = photosctl_command(&[], &["--json", "migrate"]);
+        command.env("PHOTOS__DATABASE__URL", db.url());
+        let output = command.output().await.unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["backend"], "postgres");
+    }
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    for table in ["albums", "photos", "photo_variants", "jobs", "job_items"] {
+        let found: Option<(String,)> = sqlx::query_as(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_name = $1",
+        )
+        .bind(table)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        assert!(found.is_some(), "{table} exists");
+    }
+    let _ = conn.close().await;
+    // An unreachable database is a failed run, not a hang or a crash.
+    let mut command = photosctl_command(&[], &["migrate"]);
+    let port = photos_testkit::ports::free_port(None);
+    command.env(
+        "PHOTOS__DATABASE__URL",
+        format!("postgres://postgres@127.0.0.1:{port}/nowhere"),
+    );
+    let output = command.output().await.unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("migration failed"));
+}
