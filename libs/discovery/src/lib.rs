@@ -37,12 +37,16 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The header carrying the index a blocking query waits past.
 pub const INDEX_HEADER: &str = "X-Consul-Index";
 
-/// Where the agent is and how instances are checked. Embeddable as a `consul` config section
-/// (`PHOTOS__CONSUL__ADDRESS=http://127.0.0.1:8500`); an empty address disables Consul.
+/// The agent every Consul node runs, where a `consul://` upstream asks by default.
+pub const LOCAL_AGENT: &str = "http://127.0.0.1:8500";
+
+/// Where the agent is and how instances are checked: the runtime's `server.consul` section
+/// (registration; an empty address disables it) and each upstream's `consul` section (where a
+/// `consul://` address is resolved; [`LOCAL_AGENT`] by default).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConsulConfig {
-    /// `http://host:port` of the agent; empty disables registration and discovery.
+    /// `http://host:port` of the agent; empty disables registration.
     pub address: String,
     /// ACL token sent as `X-Consul-Token`; empty sends none.
     pub token: String,
@@ -54,8 +58,13 @@ pub struct ConsulConfig {
     pub deregister_critical_after_ms: u64,
     /// Longest a blocking query waits for a change before answering anyway.
     pub wait_ms: u64,
-    /// Pause after a failed query, so a down agent is not hammered.
+    /// Pause after a failed query or registration, so a down agent is not hammered.
     pub retry_ms: u64,
+    /// Registration: the address other instances dial; empty uses the server's bind address
+    /// (which must then not be `0.0.0.0`).
+    pub advertise_address: String,
+    /// Registration: the Consul service name; empty uses `photos-<server name>`.
+    pub service: String,
 }
 
 impl Default for ConsulConfig {
@@ -68,6 +77,8 @@ impl Default for ConsulConfig {
             deregister_critical_after_ms: 60_000,
             wait_ms: 30_000,
             retry_ms: 1_000,
+            advertise_address: String::new(),
+            service: String::new(),
         }
     }
 }
@@ -85,6 +96,8 @@ impl fmt::Debug for ConsulConfig {
             )
             .field("wait_ms", &self.wait_ms)
             .field("retry_ms", &self.retry_ms)
+            .field("advertise_address", &self.advertise_address)
+            .field("service", &self.service)
             .finish()
     }
 }

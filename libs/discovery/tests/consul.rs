@@ -2,8 +2,6 @@
 //! endpoints the crate uses, whose gRPC checks really call the instances' grpc.health.v1, and
 //! real tonic servers answering real calls through the balanced channel.
 
-mod fake_consul;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +10,7 @@ use std::time::Duration;
 use photos_discovery::{
     ConsulClient, ConsulConfig, DiscoveryError, Registration, balanced_channel,
 };
+use photos_testkit::consul as fake_consul;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;

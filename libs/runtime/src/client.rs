@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel as TonicChannel, Endpoint};
@@ -26,6 +27,8 @@ pub enum Target {
     Static(Vec<String>),
     /// A DNS name resolved periodically; every address it returns gets calls.
     Dns { host: String, port: u16 },
+    /// A Consul service; every instance whose health check passes gets calls.
+    Consul { service: String },
 }
 
 impl Target {
@@ -33,6 +36,14 @@ impl Target {
         let address = address.trim();
         if address.is_empty() {
             return Err("must not be empty".to_owned());
+        }
+        if address.starts_with("consul://") {
+            let service = photos_discovery::consul_service(address).ok_or_else(|| {
+                format!("{address:?} must name one service, e.g. consul://photos-catalog")
+            })?;
+            return Ok(Target::Consul {
+                service: service.to_owned(),
+            });
         }
         if let Some(rest) = address.strip_prefix("dns://") {
             let (host, port) = rest
@@ -53,7 +64,7 @@ impl Target {
         for url in &urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
-                    "{url:?} must start with http://, https:// or dns://"
+                    "{url:?} must start with http://, https://, dns:// or consul://"
                 ));
             }
             Endpoint::from_shared(url.clone()).map_err(|e| format!("{url:?}: {e}"))?;
@@ -74,6 +85,7 @@ pub struct ChannelError {
 pub struct Channel {
     inner: TonicChannel,
     default_timeout: Duration,
+    discovered: Option<watch::Receiver<Vec<SocketAddr>>>,
 }
 
 fn endpoint(url: String, config: &UpstreamConfig) -> Result<Endpoint, tonic::transport::Error> {
@@ -92,28 +104,49 @@ impl Channel {
             address: config.address.clone(),
             message,
         };
-        let inner = match Target::parse(&config.address).map_err(error)? {
-            Target::Static(urls) if urls.len() == 1 => endpoint(urls[0].clone(), config)
-                .map_err(|e| error(e.to_string()))?
-                .connect_lazy(),
+        let (inner, discovered) = match Target::parse(&config.address).map_err(error)? {
+            Target::Static(urls) if urls.len() == 1 => (
+                endpoint(urls[0].clone(), config)
+                    .map_err(|e| error(e.to_string()))?
+                    .connect_lazy(),
+                None,
+            ),
             Target::Static(urls) => {
                 let endpoints = urls
                     .into_iter()
                     .map(|u| endpoint(u, config))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| error(e.to_string()))?;
-                TonicChannel::balance_list(endpoints.into_iter())
+                (TonicChannel::balance_list(endpoints.into_iter()), None)
             }
             Target::Dns { host, port } => {
                 let (channel, changes) = TonicChannel::balance_channel::<SocketAddr>(64);
-                tokio::spawn(resolve_loop(host, port, config.clone(), changes));
-                channel
+                let (published, discovered) = watch::channel(Vec::new());
+                tokio::spawn(resolve_loop(host, port, config.clone(), changes, published));
+                (channel, Some(discovered))
+            }
+            Target::Consul { service } => {
+                let consul = photos_discovery::ConsulClient::new(config.consul.clone())
+                    .map_err(|e| error(e.to_string()))?;
+                let upstream = config.clone();
+                let found = photos_discovery::balanced_channel(consul, &service, move |addr| {
+                    endpoint(format!("http://{addr}"), &upstream)
+                        .expect("http://<socket address> is a valid URI")
+                });
+                (found.channel, Some(found.instances))
             }
         };
         Ok(Channel {
             inner,
             default_timeout: Duration::from_millis(config.request_timeout_ms),
+            discovered,
         })
+    }
+
+    /// The addresses a `dns://` or `consul://` channel balances over right now, following every
+    /// change (for readiness checks and tests); `None` for fixed `http://` addresses.
+    pub fn discovered(&self) -> Option<watch::Receiver<Vec<SocketAddr>>> {
+        self.discovered.clone()
     }
 }
 
@@ -123,6 +156,7 @@ async fn resolve_loop(
     port: u16,
     config: UpstreamConfig,
     changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
+    published: watch::Sender<Vec<SocketAddr>>,
 ) {
     let mut current: HashSet<SocketAddr> = HashSet::new();
     let refresh = Duration::from_millis(config.dns_refresh_ms.max(100));
@@ -142,6 +176,11 @@ async fn resolve_loop(
                     if changes.send(Change::Remove(*addr)).await.is_err() {
                         return;
                     }
+                }
+                if found != current {
+                    let mut list: Vec<SocketAddr> = found.iter().copied().collect();
+                    list.sort();
+                    published.send_replace(list);
                 }
                 current = found;
             }
@@ -270,12 +309,20 @@ mod tests {
             Target::parse("http://a:1, http://b:2").unwrap(),
             Target::Static(vec!["http://a:1".into(), "http://b:2".into()])
         );
+        assert_eq!(
+            Target::parse("consul://photos-catalog").unwrap(),
+            Target::Consul {
+                service: "photos-catalog".into()
+            }
+        );
         for bad in [
             "",
             "catalog:50051",
             "dns://catalog",
             "dns://:50051",
             "dns://x:port",
+            "consul://",
+            "consul://a/b",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+pub use photos_discovery::ConsulConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +148,8 @@ pub struct ServerConfig {
     pub report_interval_ms: u64,
     /// Calls slower than this are logged as warnings with their trace id.
     pub slow_request_ms: u64,
+    /// Registration with a Consul agent (outside Kubernetes); an empty `address` disables it.
+    pub consul: ConsulConfig,
 }
 
 impl ServerConfig {
@@ -164,6 +167,7 @@ impl ServerConfig {
             metrics_service: String::new(),
             report_interval_ms: 10_000,
             slow_request_ms: 1_000,
+            consul: ConsulConfig::default(),
         }
     }
     pub fn request_timeout(&self) -> Duration {
@@ -219,6 +223,7 @@ impl Validate for ServerConfig {
                 "must be greater than 0",
             ));
         }
+        crate::consul::client_for(&self.consul, self.host)?;
         if self.grpc_port != 0 && self.grpc_port == self.admin_port {
             return Err(ConfigError::new(
                 "server.admin_port",
@@ -283,8 +288,9 @@ impl Validate for TelemetryConfig {
 }
 
 /// Where a downstream service is: `http://host:port` (one address), a comma-separated list of
-/// them, or `dns://name:port` (resolved periodically and balanced client-side, for Kubernetes
-/// headless services).
+/// them, `dns://name:port` (resolved periodically and balanced client-side, for Kubernetes
+/// headless services) or `consul://service` (its passing instances, followed with blocking
+/// queries and balanced client-side, outside Kubernetes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
@@ -294,6 +300,8 @@ pub struct UpstreamConfig {
     pub request_timeout_ms: u64,
     /// How often `dns://` names are re-resolved.
     pub dns_refresh_ms: u64,
+    /// The agent a `consul://` address is resolved through (the local agent by default).
+    pub consul: ConsulConfig,
 }
 
 impl UpstreamConfig {
@@ -305,9 +313,13 @@ impl UpstreamConfig {
     }
 
     pub fn validate_as(&self, key: &str) -> Result<(), ConfigError> {
-        crate::client::Target::parse(&self.address)
-            .map(|_| ())
-            .map_err(|message| ConfigError::new(format!("{key}.address"), message))
+        let target = crate::client::Target::parse(&self.address)
+            .map_err(|message| ConfigError::new(format!("{key}.address"), message))?;
+        if let crate::client::Target::Consul { .. } = target {
+            photos_discovery::ConsulClient::new(self.consul.clone())
+                .map_err(|e| ConfigError::new(format!("{key}.consul.address"), e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -318,6 +330,10 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: 2_000,
             request_timeout_ms: 10_000,
             dns_refresh_ms: 5_000,
+            consul: ConsulConfig {
+                address: photos_discovery::LOCAL_AGENT.to_owned(),
+                ..ConsulConfig::default()
+            },
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod client;
 pub mod config;
+mod consul;
 pub mod error;
 pub mod layers;
 pub mod metrics;
@@ -14,6 +15,8 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tracking;
 
-pub use config::{ConfigError, Secret, ServerConfig, TelemetryConfig, UpstreamConfig};
+pub use config::{
+    ConfigError, ConsulConfig, Secret, ServerConfig, TelemetryConfig, UpstreamConfig,
+};
 pub use error::ErrorKind;
 pub use server::{BoundServer, ServerBuilder};

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use http::{Request, Response};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -44,6 +45,8 @@ pub enum ServerError {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Collects a server's services before binding.
@@ -90,6 +93,7 @@ impl ServerBuilder {
 
     /// Binds the gRPC and admin listeners. Nothing is served until [`BoundServer::run`].
     pub async fn bind(self) -> Result<BoundServer, ServerError> {
+        let consul = crate::consul::client_for(&self.config.consul, self.config.host)?;
         let grpc_addr = SocketAddr::new(self.config.host, self.config.grpc_port);
         let admin_addr = SocketAddr::new(self.config.host, self.config.admin_port);
         let grpc = TcpListener::bind(grpc_addr)
@@ -140,6 +144,7 @@ impl ServerBuilder {
         });
         Ok(BoundServer {
             name: self.name,
+            consul,
             metrics,
             reporter,
             config: self.config,
@@ -160,6 +165,7 @@ type HealthService =
 /// A server whose listeners are bound: addresses are known, calls are not served yet.
 pub struct BoundServer {
     name: &'static str,
+    consul: Option<photos_discovery::ConsulClient>,
     config: ServerConfig,
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
@@ -215,6 +221,7 @@ impl BoundServer {
     {
         let BoundServer {
             name,
+            consul,
             config,
             mut routes,
             service_names,
@@ -295,6 +302,18 @@ impl BoundServer {
             });
         let mut serve = tokio::spawn(serve);
 
+        // Registered once SERVING, so the agent's first check can pass; see `crate::consul`.
+        let serving = Arc::new(Notify::new());
+        let presence = consul.zip(grpc_addr).map(|(client, addr)| {
+            let registration = crate::consul::registration(&config.consul, name, addr);
+            crate::consul::Presence::start(client, registration, serving.clone())
+        });
+        let leave = || async {
+            if let Some(presence) = presence {
+                presence.leave().await;
+            }
+        };
+
         let ready = Arc::new(AtomicBool::new(false));
         let admin_stop = CancellationToken::new();
         let admin_router = axum::Router::new()
@@ -328,6 +347,7 @@ impl BoundServer {
             }
             health.set_service_status("", ServingStatus::Serving).await;
             ready.store(true, Ordering::SeqCst);
+            serving.notify_one();
             tracing::info!(server = name, addr = ?grpc_addr, "serving");
             std::future::pending::<()>().await
         };
@@ -338,6 +358,7 @@ impl BoundServer {
             result = &mut serve => Some(result),
         };
         if let Some(result) = early_exit {
+            leave().await;
             admin_stop.cancel();
             reporting_stop.cancel();
             return match result {
@@ -357,7 +378,9 @@ impl BoundServer {
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        tokio::time::sleep(config.drain_delay()).await;
+        // Out of the Consul catalog at once rather than at the agent's next check, while the
+        // drain delay keeps the listener open for calls already routed here.
+        tokio::join!(leave(), tokio::time::sleep(config.drain_delay()));
         let _ = stop_accepting.send(());
         let outcome = match tokio::time::timeout(config.drain_grace(), &mut serve).await {
             Ok(Ok(Ok(()))) => {

@@ -9,7 +9,10 @@
 //! - [`s3::TestS3`]: the in-process S3 server; [`s3::SeaweedFs`] where AWS semantics matter.
 //! - [`otlp`]: an in-process OTLP receiver.
 //! - [`faults::FaultProxy`]: a TCP proxy that counts request patterns and cuts connections.
+//! - [`consul::FakeConsul`]: an in-process Consul agent (the endpoints photos uses, as
+//!   documented), whose gRPC checks call the registered servers.
 
+pub mod consul;
 pub mod faults;
 pub mod http;
 pub mod otlp;
