@@ -123,7 +123,7 @@ PHOTOS__S3__REGION: {{ $v.s3.region | quote }}
 PHOTOS__S3__BUCKET: {{ $v.s3.bucket | quote }}
 PHOTOS__S3__FORCE_PATH_STYLE: {{ $v.s3.forcePathStyle | quote }}
 PHOTOS__S3__CREATE_BUCKET: {{ $v.s3.createBucket | quote }}
-PHOTOS__CLOUDFRONT__DOMAIN: {{ $v.cloudfront.domain | quote }}
+PHOTOS__URLS__CDN_DOMAIN: {{ $v.cloudfront.domain | quote }}
 {{- end }}
 {{- range $k, $val := .c.env }}
 {{ $k }}: {{ $val | quote }}
