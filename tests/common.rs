@@ -108,6 +108,44 @@ impl Env {
         let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         (status, head, json)
     }
+
+    pub async fn create_album(&self, token: &str, published: bool) -> String {
+        let (status, _, album) = self
+            .call(
+                "POST",
+                "/api/v1/albums",
+                Some(token),
+                Some(&format!(r#"{{"title":"Trip","is_published":{published}}}"#)),
+            )
+            .await;
+        assert_eq!(status, 201, "{album}");
+        album["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn upload(
+        &self,
+        album: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, serde_json::Value) {
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        let mut headers = vec![("Content-Type", content_type.as_str())];
+        if let Some(t) = token {
+            headers.push(("Authorization", t));
+        }
+        headers.extend_from_slice(extra);
+        let (status, head, body) = photos_testkit::http::request_bytes(
+            self.mesh.addresses.gateway,
+            "POST",
+            &format!("/api/v1/albums/{album}/photos"),
+            &headers,
+            Some(body),
+        )
+        .await;
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, head, json)
+    }
 }
 
 /// The value of a response header (case-insensitive name) in a raw head.
@@ -116,4 +154,47 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+pub const BOUNDARY: &str = "photos-test-boundary-7d1f";
+
+/// A JPEG with a gradient and a seed-dependent pattern, so different seeds give different bytes.
+pub fn jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x * 255 / width) as u8,
+            (y * 255 / height) as u8,
+            seed.wrapping_mul(37) ^ ((x / 16 + y / 16) % 2 * 200) as u8,
+        ])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+/// A multipart form: text fields, then the file (if any) as field `file`.
+pub fn form(fields: &[(&str, &str)], file: Option<&[u8]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some(bytes) = file {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
 }
