@@ -7,6 +7,7 @@ pub mod error;
 mod http_cache;
 mod idempotency;
 mod openapi;
+mod pages;
 mod ratelimit;
 mod sources;
 mod upload;
@@ -134,6 +135,7 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
+        .merge(pages::routes())
         .fallback(not_found)
         .with_state(state);
     // Outside the rate limit: preflights are answered without being charged, and refusals
