@@ -29,9 +29,10 @@ pub async fn build(config: MediaConfig) -> Result<Application, MediaError> {
     let storage = storage
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
+    let processor = Arc::new(processor::Processor::new(&config.pipeline));
     let service = MediaServiceServer::new(grpc::MediaGrpc {
         storage,
-        processor: Arc::new(processor::Processor::new(&config.pipeline)),
+        processor: processor.clone(),
         upload_chunk_bytes: config.pipeline.upload_chunk_bytes,
     })
     .max_decoding_message_size(config.server.max_message_bytes)
@@ -41,6 +42,9 @@ pub async fn build(config: MediaConfig) -> Result<Application, MediaError> {
         .descriptor(photos_proto::media::v1::FILE_DESCRIPTOR_SET)
         .bind()
         .await?;
+    server
+        .metrics()
+        .with_registry(|r| processor.register_metrics(r));
     Ok(Application { server })
 }
 

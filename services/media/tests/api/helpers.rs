@@ -15,6 +15,8 @@ pub const MIB: usize = 1024 * 1024;
 pub struct TestApp {
     pub media: MediaServiceClient<Channel>,
     pub storage: StorageServiceClient<Channel>,
+    /// Media's admin port (`/metrics`).
+    pub media_admin: std::net::SocketAddr,
     stops: Vec<oneshot::Sender<()>>,
     _s3: TestS3,
 }
@@ -65,6 +67,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut MediaConfig)) -> TestApp {
     mc.validate().expect("media config");
     let media = photos_media::build(mc).await.expect("media build");
     let media_addr = media.grpc_addr();
+    let media_admin = media.admin_addr();
 
     let (s1, r1) = oneshot::channel::<()>();
     let (s2, r2) = oneshot::channel::<()>();
@@ -91,6 +94,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut MediaConfig)) -> TestApp {
         storage: StorageServiceClient::new(connect(storage_addr).await)
             .max_decoding_message_size(16 * MIB)
             .max_encoding_message_size(16 * MIB),
+        media_admin,
         stops: vec![s1, s2],
         _s3: s3,
     }

@@ -218,3 +218,32 @@ async fn image_info_and_presets() {
     assert_eq!(presets[0].fit, pb::FitMode::Cover as i32);
     assert_eq!((presets[4].width, presets[4].height), (2560, 1440));
 }
+
+#[tokio::test]
+async fn the_pipeline_counts_photos_time_and_bytes_on_metrics() {
+    let mut app = spawn_app().await;
+    app.process(&photo(800, 600, 90, 3)).await.expect("process");
+    app.process(b"not an image at all").await.unwrap_err();
+    let (status, metrics) = photos_testkit::http::get(app.media_admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |family: &str, label: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(family) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {family} {label} in\n{metrics}"))
+    };
+    assert_eq!(value("photos_media_photos_total{", "outcome=\"ok\""), 1.0);
+    assert_eq!(
+        value("photos_media_photos_total{", "outcome=\"error\""),
+        1.0
+    );
+    assert_eq!(
+        value("photos_media_process_duration_seconds_count{", ""),
+        2.0
+    );
+    assert!(value("photos_media_output_bytes_total{", "format=\"webp\"") > 0.0);
+    assert!(value("photos_media_output_bytes_total{", "format=\"jpeg\"") > 0.0);
+    assert_eq!(value("photos_media_decode_waiting{", ""), 0.0);
+}
