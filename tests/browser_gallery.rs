@@ -6,6 +6,8 @@
 //! Needs node, npm `playwright-core` (PHOTOS_PLAYWRIGHT_DIR, default the test tools directory
 //! scripts/test installs it into) and Debian's chromium (PHOTOS_CHROMIUM, default
 //! /usr/bin/chromium). Missing ones fail the test: a browser test that did not run did not pass.
+// Where the screenshots are and what the browser did are this test's report.
+#![allow(clippy::print_stdout)]
 
 mod common;
 
