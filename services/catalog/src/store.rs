@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use photos_runtime::metrics::MethodLabels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -124,6 +125,11 @@ pub struct StoreMetrics {
     pub statements: Counter,
     pub slow_statements: Counter,
     pub statements_per_call: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// Connections open and of those idle, as of the last statement: in use / max is the
+    /// pool's saturation.
+    pub pool_open: Gauge,
+    pub pool_idle: Gauge,
+    pub pool_max: Gauge,
 }
 
 fn statements_histogram() -> Histogram {
@@ -136,6 +142,9 @@ impl Default for StoreMetrics {
             statements: Counter::default(),
             slow_statements: Counter::default(),
             statements_per_call: Family::new_with_constructor(statements_histogram),
+            pool_open: Gauge::default(),
+            pool_idle: Gauge::default(),
+            pool_max: Gauge::default(),
         }
     }
 }
@@ -289,6 +298,21 @@ impl Store {
             self.metrics.slow_statements.clone(),
         );
         registry.register(
+            "catalog_db_pool_connections",
+            "Database connections open (as of the last statement)",
+            self.metrics.pool_open.clone(),
+        );
+        registry.register(
+            "catalog_db_pool_idle",
+            "Open database connections not in use (as of the last statement)",
+            self.metrics.pool_idle.clone(),
+        );
+        registry.register(
+            "catalog_db_pool_max",
+            "Database connections the pool may open (database.max_connections)",
+            self.metrics.pool_max.clone(),
+        );
+        registry.register(
             "catalog_db_statements_per_call",
             "SQL statements per catalog RPC, by method",
             self.metrics.statements_per_call.clone(),
@@ -300,6 +324,13 @@ impl Store {
         accounting::statement();
         photos_runtime::tracking::statement();
         self.metrics.statements.inc();
+        let (open, idle, max) = match &self.pool {
+            Pool::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Pool::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+        };
+        self.metrics.pool_open.set(i64::from(open));
+        self.metrics.pool_idle.set(idle as i64);
+        self.metrics.pool_max.set(i64::from(max));
         // OTel database semantic conventions; the SQL has placeholders, never values.
         let span = tracing::info_span!(
             "db.query",

@@ -1010,4 +1010,11 @@ pub async fn slow_statements_are_counted_over_the_threshold(backend: Backend) {
     };
     assert_eq!(line("count"), 3.0);
     assert_eq!(line("sum"), f64::from(ran));
+    // Pool saturation: connections open, idle, and the configured ceiling.
+    let max = metric(&text, "photos_catalog_db_pool_max");
+    let open = metric(&text, "photos_catalog_db_pool_connections");
+    let idle = metric(&text, "photos_catalog_db_pool_idle");
+    assert!(max >= 1.0, "{max}");
+    assert!((1.0..=max).contains(&open), "open {open} of {max}");
+    assert!(idle <= open, "idle {idle} of {open}");
 }
