@@ -409,22 +409,27 @@ async fn process_items(
                 }
             }
             match queued.pop_front() {
-                Some(batch) => in_flight.push(run_batch(shared, executor, job, batch, dispatch)),
+                // Each worker records its own batch, so recording overlaps the other workers'
+                // runs instead of pausing them.
+                Some(batch) => in_flight.push(async move {
+                    let completions = run_batch(shared, executor, job, batch, dispatch).await;
+                    if completions.is_empty() {
+                        return Ok(());
+                    }
+                    store
+                        .complete(job.id, &shared.config.owner, &completions)
+                        .await
+                }),
                 None => break,
             }
         }
-        let Some(completions) = in_flight.next().await else {
-            return;
-        };
-        if completions.is_empty() {
-            continue;
-        }
-        if let Err(e) = store
-            .complete(job.id, &shared.config.owner, &completions)
-            .await
-        {
-            note_store_error(stops, job.id, &e);
-            dispatch.cancel();
+        match in_flight.next().await {
+            None => return,
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                note_store_error(stops, job.id, &e);
+                dispatch.cancel();
+            }
         }
     }
 }

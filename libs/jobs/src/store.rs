@@ -575,19 +575,6 @@ impl JobStore {
         on_db!(&self.db, |pool, d| {
             let now = d.now();
             let mut tx = pool.begin_write().await?;
-            // Ownership first: it also locks the job row (Postgres) before any item row, the
-            // order every writer uses.
-            let owned = sqlx::query(sql(format!(
-                "UPDATE jobs SET updated_at = {now} WHERE id = $1 AND owner = $2 AND state = 'running'"
-            )))
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if owned == 0 {
-                return Err(JobError::LeaseLost(id));
-            }
             let (mut done, mut failed, mut done_bytes) = (0i64, 0i64, 0i64);
             for (attempts, seqs) in &done_by_attempts {
                 for chunk in seqs.chunks(INSERT_CHUNK) {
@@ -622,17 +609,27 @@ impl JobStore {
                 done += updated;
                 failed += updated;
             }
-            sqlx::query(sql(
-                "UPDATE jobs SET done = done + $2, failed = failed + $3, \
-                 done_bytes = done_bytes + $4 WHERE id = $1"
-                    .to_owned(),
-            ))
+            // The fence and the counters in one statement, last: the job row (which every
+            // worker of the job updates) stays locked only from here to the commit. Item rows
+            // are locked first by every completion and never by anyone else, so the order is
+            // the same for all writers.
+            let owned = sqlx::query(sql(format!(
+                "UPDATE jobs SET done = done + $3, failed = failed + $4, \
+                 done_bytes = done_bytes + $5, updated_at = {now} \
+                 WHERE id = $1 AND owner = $2 AND state = 'running'"
+            )))
             .bind(id)
+            .bind(owner)
             .bind(done)
             .bind(failed)
             .bind(done_bytes)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if owned == 0 {
+                // Dropping the transaction rolls the item updates back.
+                return Err(JobError::LeaseLost(id));
+            }
             tx.commit().await?;
         });
         Ok(())
