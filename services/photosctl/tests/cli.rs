@@ -485,3 +485,41 @@ async fn migrate_applies_the_catalog_and_job_schemas_once() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("migration failed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_s3_archive_keeps_orphans_instead_of_deleting_them() {
+    // The embedded object store (s3s-fs) accepts storage-class changes but does not keep them,
+    // so the class itself is not observable here; storage's own tests check GLACIER on moto and
+    // SeaweedFS. What is checked: archiving goes through without deleting anything.
+    let t = start_mesh().await;
+    let a = t.mesh.addresses.clone();
+    let album = create_album(a.catalog, "keep").await;
+    bare_photo(a.catalog, a.storage, &album, 1).await;
+    put_object(a.storage, "originals/lost/old.jpg", &photo(2, 64, 48)).await;
+    let before = objects(a.storage).await;
+    let run = photosctl(
+        &a,
+        &[
+            "--json",
+            "cleanup-s3",
+            "--older-than-days",
+            "0",
+            "--archive",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let job = &run.json()["job"];
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(job["params"]["archive"], true);
+    let after = objects(a.storage).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "nothing deleted"
+    );
+    t.mesh.shutdown().await.unwrap();
+}
