@@ -162,13 +162,18 @@ impl Runner {
         });
         let mut active: JoinSet<()> = JoinSet::new();
         let mut failures = 0u32;
+        // Abandoned jobs only appear when a lease expires: sweeping once per lease is enough.
+        let mut next_sweep = std::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             let mut backoff = shared.config.poll;
-            if let Err(e) = shared.store.fail_exhausted(shared.config.max_claims).await {
-                tracing::warn!(error = %e, "cannot sweep abandoned jobs");
+            if std::time::Instant::now() >= next_sweep {
+                next_sweep = std::time::Instant::now() + shared.config.lease;
+                if let Err(e) = shared.store.fail_exhausted(shared.config.max_claims).await {
+                    tracing::warn!(error = %e, "cannot sweep abandoned jobs");
+                }
             }
             while active.len() < shared.config.max_jobs {
                 match shared
