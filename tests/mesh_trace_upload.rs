@@ -175,7 +175,14 @@ async fn an_upload_and_an_album_page_are_each_one_trace_across_the_services() {
         "media's storage calls are inside its span: {:#?}",
         names(&upload)
     );
-    for stage in ["image.decode", "image.resize", "image.encode", "db.query"] {
+    for stage in [
+        "image.decode",
+        "image.resize",
+        "image.encode",
+        "db.query",
+        "S3 PutObject",
+        "S3 GetObject",
+    ] {
         assert!(
             upload.iter().any(|s| s.name == stage),
             "no {stage} span in the upload trace: {:#?}",

@@ -88,7 +88,13 @@ impl CacheAdminService for CacheAdminGrpc {
             force: req.force,
         };
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(warm::run(self.catalog.clone(), plan, tx));
+        // The warming task outlives this handler; it keeps the call's span so its catalog
+        // calls stay in the caller's trace.
+        tokio::spawn(tracing::Instrument::in_current_span(warm::run(
+            self.catalog.clone(),
+            plan,
+            tx,
+        )));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

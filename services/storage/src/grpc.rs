@@ -143,9 +143,13 @@ impl StorageService for StorageGrpc {
         // A task of its own: if the caller goes away mid-upload, the upload still gets aborted
         // instead of being dropped with its parts left behind.
         let store = self.store.clone();
-        let outcome = tokio::spawn(async move { upload::put(store, header, pieces).await })
-            .await
-            .map_err(|e| StorageError::Internal(format!("upload task failed: {e}")))??;
+        // The task keeps the call's span, so its S3 calls stay in the caller's trace.
+        let outcome = tokio::spawn(tracing::Instrument::instrument(
+            async move { upload::put(store, header, pieces).await },
+            tracing::Span::current(),
+        ))
+        .await
+        .map_err(|e| StorageError::Internal(format!("upload task failed: {e}")))??;
         Ok(Response::new(pb::PutObjectResponse {
             object: Some(info(outcome.object)),
             parts: outcome.parts,

@@ -6,6 +6,7 @@ pub mod error;
 mod grpc;
 pub mod keys;
 pub mod store;
+mod telemetry;
 pub mod upload;
 pub mod urls;
 
@@ -30,7 +31,8 @@ pub struct Application {
 }
 
 pub async fn build(config: StorageConfig) -> Result<Application, StorageError> {
-    let s3 = s3_client(&config.s3).await;
+    let telemetry = telemetry::S3Telemetry::default();
+    let s3 = store::s3_client_with(&config.s3, telemetry.clone()).await;
     let store = Arc::new(store::Store::new(s3.clone(), config.clone())?);
     let service = StorageServiceServer::new(grpc::StorageGrpc { store })
         .max_decoding_message_size(config.server.max_message_bytes);
@@ -39,6 +41,7 @@ pub async fn build(config: StorageConfig) -> Result<Application, StorageError> {
         .descriptor(photos_proto::storage::v1::FILE_DESCRIPTOR_SET)
         .bind()
         .await?;
+    server.metrics().with_registry(|r| telemetry.register(r));
     Ok(Application {
         server,
         s3,

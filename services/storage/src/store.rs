@@ -120,6 +120,14 @@ fn copy_source(bucket: &str, key: &str) -> String {
 /// Builds an S3 client for `config`: static credentials when given, else the standard AWS chain;
 /// one rustls/hyper 1 stack with the configured pool, retries and timeouts.
 pub async fn s3_client(config: &S3Config) -> aws_sdk_s3::Client {
+    s3_client_with(config, crate::telemetry::S3Telemetry::default()).await
+}
+
+/// As [`s3_client`], reporting every operation to `telemetry` (spans and `/metrics`).
+pub async fn s3_client_with(
+    config: &S3Config,
+    telemetry: crate::telemetry::S3Telemetry,
+) -> aws_sdk_s3::Client {
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
     use aws_smithy_http_client::tls;
@@ -163,6 +171,7 @@ pub async fn s3_client(config: &S3Config) -> aws_sdk_s3::Client {
     let s3_config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(config.force_path_style)
         .accelerate(config.accelerate)
+        .interceptor(telemetry)
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }

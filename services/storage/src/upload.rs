@@ -332,13 +332,13 @@ where
         while in_flight.len() >= concurrency {
             parts.push(join_one(in_flight).await?);
         }
-        in_flight.spawn(upload_part(
+        in_flight.spawn(tracing::Instrument::in_current_span(upload_part(
             store.clone(),
             h.key.clone(),
             upload_id.to_owned(),
             next_part,
             body_part,
-        ));
+        )));
         next_part += 1;
     }
     let v = body.verify(h)?;
@@ -346,13 +346,13 @@ where
         while in_flight.len() >= concurrency {
             parts.push(join_one(in_flight).await?);
         }
-        in_flight.spawn(upload_part(
+        in_flight.spawn(tracing::Instrument::in_current_span(upload_part(
             store.clone(),
             h.key.clone(),
             upload_id.to_owned(),
             next_part,
             buf.freeze(),
-        ));
+        )));
     }
     while !in_flight.is_empty() {
         parts.push(join_one(in_flight).await?);

@@ -10,6 +10,8 @@ pub type Client = StorageServiceClient<Channel>;
 
 pub struct TestApp {
     pub client: Client,
+    /// The admin port (`/metrics`).
+    pub admin: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -41,6 +43,7 @@ pub async fn spawn_app(config: StorageConfig) -> TestApp {
     config.validate().expect("test configuration is valid");
     let app = photos_storage::build(config).await.expect("build");
     let addr = app.grpc_addr();
+    let admin = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -58,6 +61,7 @@ pub async fn spawn_app(config: StorageConfig) -> TestApp {
         client: StorageServiceClient::new(channel)
             .max_decoding_message_size(16 * 1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024),
+        admin,
         stop: Some(stop),
     }
 }

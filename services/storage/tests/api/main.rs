@@ -8,4 +8,5 @@ mod helpers;
 mod lifecycle;
 mod multipart;
 mod objects;
+mod telemetry;
 mod urls;
