@@ -116,6 +116,8 @@ PHOTOS__SERVER__METRICS_SERVICE: {{ printf "dns://%s-headless:%d" (include "phot
 {{- end }}
 {{- if eq .name "catalog" }}
 PHOTOS__DATABASE__MAX_CONNECTIONS: {{ $v.postgres.maxConnections | quote }}
+{{- /* Without Redis, replicas could not see each other's writes in per-pod caches: no cache. */}}
+PHOTOS__CACHE__BACKEND: {{ get (dict "none" "none" "standalone" "redis" "cluster" "cluster") $v.redis.mode | quote }}
 {{- end }}
 {{- if eq .name "storage" }}
 PHOTOS__S3__ENDPOINT: {{ $v.s3.endpoint | quote }}
@@ -149,6 +151,13 @@ PHOTOS__HTTP__DRAIN_GRACE_MS: {{ .Values.server.drainGraceMs | quote }}
 {{- $_ := set $env "PHOTOS__REDIS__URL" "redis-url" -}}
 {{- else if eq .root.Values.redis.mode "cluster" -}}
 {{- $_ := set $env "PHOTOS__REDIS__CLUSTER_NODES" "redis-cluster-nodes" -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .name "catalog" -}}
+{{- if eq .root.Values.redis.mode "standalone" -}}
+{{- $_ := set $env "PHOTOS__CACHE__URL" "redis-url" -}}
+{{- else if eq .root.Values.redis.mode "cluster" -}}
+{{- $_ := set $env "PHOTOS__CACHE__CLUSTER_NODES" "redis-cluster-nodes" -}}
 {{- end -}}
 {{- end -}}
 {{- include "photos.secretEnv" (dict "root" .root "secretEnv" $env) -}}
