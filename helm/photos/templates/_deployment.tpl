@@ -109,10 +109,21 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if and $gateway $root.Values.jwt.jwks }}
+            - name: jwks
+              mountPath: /etc/photos/jwks
+              readOnly: true
+            {{- end }}
       volumes:
         # The root filesystem is read-only; image work may spill to /tmp.
         - name: tmp
           emptyDir: {}
+        {{- if and $gateway $root.Values.jwt.jwks }}
+        # Public verification keys: not secret, a ConfigMap.
+        - name: jwks
+          configMap:
+            name: {{ $fullname }}-jwks
+        {{- end }}
       {{- with $c.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

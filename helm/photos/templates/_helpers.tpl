@@ -138,6 +138,11 @@ PHOTOS__HTTP__PORT: {{ .Values.gateway.port | quote }}
 PHOTOS__HTTP__DRAIN_GRACE_MS: {{ .Values.server.drainGraceMs | quote }}
 {{ include "photos.telemetryEnv" . }}
 {{- include "photos.upstreamEnv" (dict "root" . "upstreams" .Values.gateway.upstreams) }}
+PHOTOS__AUTH__ISSUER: {{ .Values.jwt.issuer | quote }}
+PHOTOS__AUTH__AUDIENCE: {{ .Values.jwt.audience | quote }}
+{{- if .Values.jwt.jwks }}
+PHOTOS__AUTH__JWKS_PATH: "/etc/photos/jwks/jwks.json"
+{{- end }}
 {{- range $k, $val := .Values.gateway.env }}
 {{ $k }}: {{ $val | quote }}
 {{- end }}
@@ -172,6 +177,5 @@ s3-access-key: {{ .Values.s3.accessKey | quote }}
 s3-secret-key: {{ .Values.s3.secretKey | quote }}
 cloudfront-key-pair-id: {{ .Values.cloudfront.keyPairId | quote }}
 cloudfront-private-key: {{ .Values.cloudfront.privateKey | quote }}
-jwt-private-key: {{ .Values.jwt.privateKey | quote }}
-jwt-public-key: {{ .Values.jwt.publicKey | quote }}
+jwt-hs256-secret: {{ .Values.jwt.hs256Secret | quote }}
 {{- end -}}
