@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::{CatalogCache, Freshness, family};
 use crate::error::CatalogError;
 use crate::model::*;
-use crate::store::{Arg, Dialect, Statement, Store};
+use crate::store::{Arg, Dialect, Statement, Store, Tx};
 use crate::token::{Position, TokenKey};
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -490,11 +490,35 @@ impl Catalog {
         let a = delete.arg(Arg::I64(id));
         delete.push(&format!("DELETE FROM albums WHERE id = {a}"));
         tx.execute(&delete).await?;
-        self.after_commit(&[id], tx.commit().await).await?;
-        Ok(photos
+        let keys: Vec<String> = photos
             .into_iter()
             .flat_map(|p| std::iter::once(p.original).chain(p.variants))
-            .collect())
+            .collect();
+        let keys = Self::unreferenced(&mut tx, keys).await?;
+        self.after_commit(&[id], tx.commit().await).await?;
+        Ok(keys)
+    }
+
+    /// Of `keys` (just released by a delete in `tx`), those no remaining photo references:
+    /// variants are content-addressed, so the same bytes in another album share their keys,
+    /// and deleting those objects would break that album's photo.
+    async fn unreferenced(tx: &mut Tx<'_>, mut keys: Vec<String>) -> Result<Vec<String>> {
+        keys.sort();
+        keys.dedup();
+        let mut kept = std::collections::HashSet::new();
+        // Bounded parameter lists (Postgres allows 65,535 per statement, SQLite 32,766).
+        for chunk in keys.chunks(4_000) {
+            let mut s = Statement::new();
+            let params: Vec<String> = chunk.iter().map(|k| s.arg(Arg::Text(k.clone()))).collect();
+            let list = params.join(", ");
+            s.push(&format!(
+                "SELECT object_key FROM photo_variants WHERE object_key IN ({list}) \
+                 UNION SELECT original_key FROM photos WHERE original_key IN ({list})"
+            ));
+            kept.extend(tx.rows(&s).await?);
+        }
+        keys.retain(|k| !kept.contains(k));
+        Ok(keys)
     }
 
     fn album_scope(q: &AlbumQuery) -> String {
@@ -877,11 +901,16 @@ impl Catalog {
         let i = delete.arg(Arg::I64(id));
         delete.push(&format!("DELETE FROM photos WHERE id = {i}"));
         tx.execute(&delete).await?;
+        let keys = Self::unreferenced(
+            &mut tx,
+            std::iter::once(photo.original)
+                .chain(photo.variants)
+                .collect(),
+        )
+        .await?;
         self.after_commit(&[photo.album_id], tx.commit().await)
             .await?;
-        Ok(std::iter::once(photo.original)
-            .chain(photo.variants)
-            .collect())
+        Ok(keys)
     }
 
     pub fn list_photos_statement(

@@ -173,8 +173,8 @@ fn migrator(dialect: Dialect) -> Migrator {
     // Built from embedded files (not `sqlx::migrate!`) so the binary needs no migrations
     // directory at run time and sqlx's proc-macro feature stays off.
     Migrator::with_migrations(match dialect {
-        Dialect::Postgres => migrations!("postgres": 1 "0001_schema"),
-        Dialect::Sqlite => migrations!("sqlite": 1 "0001_schema"),
+        Dialect::Postgres => migrations!("postgres": 1 "0001_schema", 2 "0002_key_indexes"),
+        Dialect::Sqlite => migrations!("sqlite": 1 "0001_schema", 2 "0002_key_indexes"),
     })
 }
 

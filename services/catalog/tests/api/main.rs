@@ -4,6 +4,7 @@
 mod cache;
 mod explain;
 mod helpers;
+mod report;
 mod suite;
 
 /// Generates `postgres::<test>` and `sqlite::<test>` for every test function of the suite.
@@ -37,6 +38,7 @@ for_each_backend!(
     reupload_of_the_same_bytes_returns_the_existing_photo,
     concurrent_duplicate_uploads_make_exactly_one_row,
     deletes_return_every_object_key,
+    deletes_keep_keys_another_photo_still_references,
     bad_input_gets_the_right_code_and_writes_nothing,
     tampered_or_foreign_page_tokens_are_invalid_argument,
     photo_for_a_deleted_album_is_not_found,

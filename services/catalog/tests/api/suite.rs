@@ -365,6 +365,61 @@ pub async fn concurrent_duplicate_uploads_make_exactly_one_row(backend: Backend)
     );
 }
 
+/// The same bytes in two albums share their content-addressed variant keys: deleting one
+/// album's photo (or the album) must not hand the shared variants to storage for deletion.
+pub async fn deletes_keep_keys_another_photo_still_references(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let a = app.create_album("a", false, 0).await;
+    let b = app.create_album("b", false, 0).await;
+    let pa = app.create_photo(&a.id, 7).await.photo.unwrap();
+    let pb = app.create_photo(&b.id, 7).await.photo.unwrap();
+    let shared = Variant {
+        preset: "small".into(),
+        format: ImageFormat::Webp as i32,
+        object_key: format!("variants/{}/small.webp", sha(7)),
+        width: 640,
+        height: 480,
+        bytes: 9000,
+    };
+    for id in [&pa.id, &pb.id] {
+        app.client()
+            .record_media_result(RecordMediaResultRequest {
+                photo_id: id.clone(),
+                status: PhotoStatus::Ready as i32,
+                width: 4000,
+                height: 3000,
+                variants: vec![shared.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut c = app.client();
+    let keys = c
+        .delete_photo(DeletePhotoRequest { id: pa.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deleted_object_keys;
+    assert_eq!(
+        keys,
+        vec![pa.original_key.clone()],
+        "album b still shows the variant"
+    );
+    let mut keys = c
+        .delete_album(DeleteAlbumRequest { id: b.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .deleted_object_keys;
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![pb.original_key.clone(), shared.object_key.clone()],
+        "the last reference is gone: everything goes"
+    );
+}
+
 pub async fn deletes_return_every_object_key(backend: Backend) {
     let app = spawn_app(backend).await;
     let album = app.create_album("keys", false, 0).await;
