@@ -4,7 +4,6 @@
 mod cache;
 mod explain;
 mod helpers;
-mod report;
 mod suite;
 
 /// Generates `postgres::<test>` and `sqlite::<test>` for every test function of the suite.
