@@ -19,6 +19,8 @@ async fn slow_statements_and_slow_requests_reach_the_performance_report() {
     let mut config = MeshConfig::ephemeral(dir.path());
     config.catalog.database.slow_statement_ms = 0;
     config.metrics.report.slow_request_ms = 0;
+    config.gateway.http.debug_headers = true;
+    config.gateway.http.report_interval_ms = 50;
     for server in [
         &mut config.catalog.server,
         &mut config.media.server,
@@ -50,6 +52,25 @@ async fn slow_statements_and_slow_requests_reach_the_performance_report() {
         .parse()
         .unwrap();
     assert!(statements >= 1, "creating an album runs SQL");
+
+    // Through the gateway: the statements it caused downstream come back in its headers.
+    let (status, head) = http(mesh.addresses.gateway, "GET", "/api/v1/albums", "").await;
+    assert_eq!(status, 200, "{head}");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {head}"))
+    };
+    let gateway_statements: u32 = header("x-db-query-count").parse().unwrap();
+    assert_eq!(
+        gateway_statements, 1,
+        "one statement for the album list page (a cache miss)"
+    );
+    let _: f64 = header("x-response-time").parse().unwrap();
 
     let mut reports = MetricsServiceClient::new(channel(mesh.addresses.metrics).await);
     let mut report = metrics::GetPerformanceReportResponse::default();
@@ -84,6 +105,28 @@ async fn slow_statements_and_slow_requests_reach_the_performance_report() {
         f64::from(statements),
         "the report counts the statements the response metadata announced"
     );
+    let mut gateway = metrics::GetPerformanceReportResponse::default();
+    for _ in 0..400 {
+        gateway = reports
+            .get_performance_report(metrics::GetPerformanceReportRequest {
+                service: "gateway".into(),
+                window: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if gateway.rpcs.iter().any(|r| r.rpc == "GET /api/v1/albums") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let list = gateway
+        .rpcs
+        .iter()
+        .find(|r| r.rpc == "GET /api/v1/albums")
+        .unwrap_or_else(|| panic!("the gateway's request is not in {gateway:#?}"));
+    assert_eq!(list.count, 1);
+    assert_eq!(list.mean_db_statements, f64::from(gateway_statements));
     assert!(
         report
             .slowest_statements

@@ -281,6 +281,16 @@ impl Service<Request<Body>> for Channel {
                     .and_then(|v| v.parse::<i32>().ok())
                     .unwrap_or(0);
                 recorder.record("rpc.grpc.status_code", code);
+                // What the upstream ran counts against the call we are serving, so a gateway
+                // request reports every statement it caused.
+                if let Some(n) = response
+                    .headers()
+                    .get(crate::tracking::QUERY_COUNT_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    crate::tracking::add_statements(n);
+                }
                 Ok(response)
             }
             .instrument(span),

@@ -80,6 +80,11 @@ pub fn statement() {
     let _ = CURRENT.try_with(|s| s.statements.fetch_add(1, Ordering::Relaxed));
 }
 
+/// Counts statements an upstream reported having run for the current call.
+pub fn add_statements(n: u32) {
+    let _ = CURRENT.try_with(|s| s.statements.fetch_add(n, Ordering::Relaxed));
+}
+
 /// The statements the current call has run so far (0 outside a call).
 pub fn statements_so_far() -> u32 {
     CURRENT
@@ -199,7 +204,8 @@ impl Reporter {
             .expect("reporter lock poisoned") = Some(Box::new(source));
     }
 
-    pub(crate) fn record(
+    /// Queues one call's sample (`rpc` as `package.Service/Method`, or `GET /route` for HTTP).
+    pub fn record(
         &self,
         rpc: &str,
         duration: Duration,

@@ -34,6 +34,13 @@ pub struct HttpConfig {
     pub drain_grace_ms: u64,
     /// Largest JSON request body; larger ones get 413.
     pub max_json_bytes: usize,
+    /// Adds `X-Response-Time` and `X-DB-Query-Count` (statements the request caused in every
+    /// service) to responses: for debugging, they tell a client how the backend is built.
+    pub debug_headers: bool,
+    /// Requests slower than this are logged as warnings with their trace id.
+    pub slow_request_ms: u64,
+    /// How often request samples go to the metrics service (the `metrics` upstream).
+    pub report_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +167,9 @@ impl Default for HttpConfig {
             port: 8080,
             drain_grace_ms: 25_000,
             max_json_bytes: 64 * 1024,
+            debug_headers: false,
+            slow_request_ms: 1_000,
+            report_interval_ms: 10_000,
         }
     }
 }

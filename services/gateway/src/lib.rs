@@ -31,6 +31,7 @@ use photos_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
 use photos_runtime::client::Channel;
 use photos_runtime::propagation;
+use photos_runtime::tracking::{self, Reporter};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
@@ -64,6 +65,9 @@ pub struct Application {
     router: Router,
     draining: Arc<AtomicBool>,
     drain_grace: Duration,
+    reporter: Reporter,
+    metrics: photos_runtime::UpstreamConfig,
+    report_interval: Duration,
 }
 
 pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
@@ -143,12 +147,21 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
     if let Some(cors) = cors_layer(&config.cors) {
         router = router.layer(cors);
     }
-    let router = router.layer(axum::middleware::from_fn(trace_request));
+    let reporter = Reporter::new("gateway", &format!("{}", config.http.port));
+    let tracked = Tracked {
+        reporter: reporter.clone(),
+        slow_request: Duration::from_millis(config.http.slow_request_ms),
+        debug_headers: config.http.debug_headers,
+    };
+    let router = router.layer(axum::middleware::from_fn_with_state(tracked, trace_request));
     Ok(Application {
         listener,
         router,
         draining,
         drain_grace: Duration::from_millis(config.http.drain_grace_ms),
+        reporter,
+        metrics: config.metrics.clone(),
+        report_interval: Duration::from_millis(config.http.report_interval_ms.max(1)),
     })
 }
 
@@ -166,6 +179,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let draining = self.draining.clone();
+        let reporting_stop = tokio_util::sync::CancellationToken::new();
+        let reporting = tokio::spawn(self.reporter.clone().run(
+            self.metrics.clone(),
+            self.report_interval,
+            reporting_stop.clone(),
+        ));
+        // Stops the reporter after its final report, however serving ends.
+        let _flush = FlushOnDrop(reporting_stop);
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = axum::serve(
             self.listener,
@@ -179,17 +200,25 @@ impl Application {
         })
         .into_future();
         let mut serve = std::pin::pin!(serve);
-        tokio::select! {
-            result = &mut serve => return result.map_err(GatewayError::Serve),
-            _ = stopped_rx => {}
-        }
-        match tokio::time::timeout(self.drain_grace, serve).await {
-            Ok(result) => result.map_err(GatewayError::Serve),
-            Err(_) => {
-                tracing::warn!("requests still open after the drain grace period; closing them");
-                Ok(())
-            }
-        }
+        let outcome = tokio::select! {
+            result = &mut serve => Some(result.map_err(GatewayError::Serve)),
+            _ = stopped_rx => None,
+        };
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => match tokio::time::timeout(self.drain_grace, serve).await {
+                Ok(result) => result.map_err(GatewayError::Serve),
+                Err(_) => {
+                    tracing::warn!(
+                        "requests still open after the drain grace period; closing them"
+                    );
+                    Ok(())
+                }
+            },
+        };
+        drop(_flush);
+        let _ = reporting.await;
+        outcome
     }
 }
 
@@ -232,8 +261,51 @@ fn cors_layer(config: &config::CorsConfig) -> Option<CorsLayer> {
     )
 }
 
-/// One server span per HTTP request, continuing the caller's trace if it sent `traceparent`.
-async fn trace_request(request: Request, next: Next) -> Response {
+struct FlushOnDrop(tokio_util::sync::CancellationToken);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Per-request tracking for the gateway (the gRPC servers get theirs from the runtime stack).
+#[derive(Clone)]
+struct Tracked {
+    reporter: Reporter,
+    slow_request: Duration,
+    debug_headers: bool,
+}
+
+/// The path with ids replaced by `{id}`, so the report groups requests by route.
+fn route_of(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            let id_like = !seg.is_empty()
+                && (seg.bytes().all(|b| b.is_ascii_digit())
+                    || (seg.len() >= 16
+                        && seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')));
+            if id_like { "{id}" } else { seg }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The status a request is reported with: server faults count as errors (as non-OK gRPC codes
+/// do), a client's own mistakes (4xx) do not.
+fn report_code(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        503 => tonic::Code::Unavailable as i32,
+        504 => tonic::Code::DeadlineExceeded as i32,
+        s if s >= 500 => tonic::Code::Internal as i32,
+        _ => 0,
+    }
+}
+
+/// One server span per HTTP request, continuing the caller's trace if it sent `traceparent`;
+/// the request's cost (time, statements it caused downstream) goes to the metrics service.
+async fn trace_request(State(tracked): State<Tracked>, request: Request, next: Next) -> Response {
+    let route = format!("{} {}", request.method(), route_of(request.uri().path()));
     let span = tracing::info_span!(
         "http.server",
         otel.name = %format!("{} {}", request.method(), request.uri().path()),
@@ -244,9 +316,35 @@ async fn trace_request(request: Request, next: Next) -> Response {
     );
     propagation::extract_into(request.headers(), &span);
     let recorder = span.clone();
+    let started = std::time::Instant::now();
     async move {
-        let response = next.run(request).await;
+        let (mut response, cost) = tracking::scope(next.run(request)).await;
+        let elapsed = started.elapsed();
         recorder.record("http.response.status_code", response.status().as_u16());
+        if tracked.debug_headers {
+            let headers = response.headers_mut();
+            if let Ok(v) = format!("{:.3}", elapsed.as_secs_f64() * 1000.0).parse() {
+                headers.insert("x-response-time", v);
+            }
+            headers.insert("x-db-query-count", cost.statements.into());
+        }
+        let trace_id = propagation::trace_id(&recorder).unwrap_or_default();
+        if elapsed >= tracked.slow_request {
+            tracing::warn!(
+                route,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                db_statements = cost.statements,
+                status = response.status().as_u16(),
+                trace_id,
+                "slow request"
+            );
+        }
+        if route != "GET /healthz" {
+            let code = report_code(response.status());
+            tracked
+                .reporter
+                .record(&route, elapsed, code, &trace_id, cost);
+        }
         response
     }
     .instrument(span)
