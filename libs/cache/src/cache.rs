@@ -27,6 +27,13 @@ use crate::{CacheError, Codec};
 /// equal a generation the remote handed out before the outage.
 const LOCAL_GENERATION: u64 = 1 << 63;
 const HEADER: usize = 8;
+/// Generation scopes a process keeps in memory (each a short string and a u64).
+const GENERATIONS_HELD: u64 = 100_000;
+
+/// An in-process entry's weight against `l1_max_bytes`.
+pub(crate) fn weight(key: &str, value: &[u8]) -> u32 {
+    u32::try_from(key.len() + value.len()).unwrap_or(u32::MAX)
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -36,7 +43,10 @@ fn now_ms() -> u64 {
 }
 
 /// Stored bytes: 8 bytes of absolute expiry (unix ms, LE) then the codec's bytes. The expiry
-/// lets any reader (in any process) decide on early refresh.
+/// lets any reader (in any process) decide on early refresh. In process (L1, the in-process
+/// backend) the codec's bytes are never compressed, so a hit only decodes; they are
+/// compressed on their way to Redis (above the threshold) and decompressed once on the way
+/// back, into L1.
 #[derive(Clone)]
 struct Envelope(Bytes);
 
@@ -48,12 +58,37 @@ impl Envelope {
     ) -> Result<Self, CacheError> {
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&(now_ms() + ttl.as_millis() as u64).to_le_bytes());
-        codec.encode_into(value, &mut buf)?;
+        codec.encode_raw_into(value, &mut buf)?;
         Ok(Envelope(Bytes::from(buf)))
     }
 
-    fn parse(bytes: Bytes) -> Option<Envelope> {
-        (bytes.len() > HEADER).then_some(Envelope(bytes))
+    /// What a remote server stores: compressed above the codec's threshold.
+    fn to_wire(&self, codec: &Codec) -> Result<Bytes, CacheError> {
+        match codec.compress(self.payload())? {
+            Some(compressed) => {
+                let mut buf = Vec::with_capacity(HEADER + compressed.len());
+                buf.extend_from_slice(&self.0[..HEADER]);
+                buf.extend_from_slice(&compressed);
+                Ok(Bytes::from(buf))
+            }
+            None => Ok(self.0.clone()),
+        }
+    }
+
+    /// An entry read from a remote server, decompressed.
+    fn from_wire(bytes: Bytes, codec: &Codec) -> Result<Option<Envelope>, CacheError> {
+        if bytes.len() <= HEADER {
+            return Ok(None);
+        }
+        match codec.decompress(&bytes[HEADER..])? {
+            Some(raw) => {
+                let mut buf = Vec::with_capacity(HEADER + raw.len());
+                buf.extend_from_slice(&bytes[..HEADER]);
+                buf.extend_from_slice(&raw);
+                Ok(Some(Envelope(Bytes::from(buf))))
+            }
+            None => Ok(Some(Envelope(bytes))),
+        }
     }
 
     fn expires_ms(&self) -> u64 {
@@ -221,7 +256,7 @@ impl Cache {
                 config.op_timeout,
             )?)
         } else {
-            Arc::new(MemoryBackend::new(config.l1_max_entries))
+            Arc::new(MemoryBackend::new(config.l1_max_bytes))
         };
         Ok(Cache::with_backend(config, remote).await)
     }
@@ -230,7 +265,7 @@ impl Cache {
     pub async fn memory() -> Cache {
         Cache::with_backend(
             CacheConfig::default(),
-            Arc::new(MemoryBackend::new(CacheConfig::default().l1_max_entries)),
+            Arc::new(MemoryBackend::new(CacheConfig::default().l1_max_bytes)),
         )
         .await
     }
@@ -239,7 +274,8 @@ impl Cache {
         let in_process = remote.kind() == BackendKind::Memory;
         let l1 = (!in_process).then(|| {
             moka::future::Cache::builder()
-                .max_capacity(config.l1_max_entries)
+                .max_capacity(config.l1_max_bytes)
+                .weigher(|k: &String, v: &L1Entry| weight(k, &v.envelope.0))
                 .expire_after(L1Expiry)
                 .support_invalidation_closures()
                 .build()
@@ -249,7 +285,7 @@ impl Cache {
             moka::future::Cache::builder().build()
         } else {
             moka::future::Cache::builder()
-                .max_capacity(config.l1_max_entries)
+                .max_capacity(GENERATIONS_HELD)
                 .time_to_live(config.l1_ttl)
                 .build()
         };
@@ -714,11 +750,20 @@ impl Cache {
             return None;
         }
         match remote_call(&self.inner, self.inner.remote.get(pk)).await {
-            Ok(Some(bytes)) => {
-                let env = Envelope::parse(bytes)?;
-                self.fill_l1(pk, &env).await;
-                Some(env)
-            }
+            Ok(Some(bytes)) => match Envelope::from_wire(bytes, &self.inner.config.codec) {
+                Ok(Some(env)) => {
+                    self.fill_l1(pk, &env).await;
+                    Some(env)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    // Corrupt: drop it and treat as a miss.
+                    Counters::inc(&c.errors);
+                    tracing::warn!(error = %e, key = pk, "dropping undecodable cache entry");
+                    self.remove_keys(&[pk.to_owned()]).await;
+                    None
+                }
+            },
             Ok(None) => None,
             Err(_) => {
                 Counters::inc(&c.errors);
@@ -747,7 +792,14 @@ impl Cache {
 
     async fn store(&self, pk: &str, env: &Envelope, ttl: Duration, c: &Counters) {
         self.fill_l1(pk, env).await;
-        match remote_call(&self.inner, self.inner.remote.set(pk, env.0.clone(), ttl)).await {
+        let stored = if self.inner.remote.kind() == BackendKind::Memory {
+            env.0.clone()
+        } else {
+            // Compression cannot fail on an in-memory buffer; stored raw if it ever did.
+            env.to_wire(&self.inner.config.codec)
+                .unwrap_or_else(|_| env.0.clone())
+        };
+        match remote_call(&self.inner, self.inner.remote.set(pk, stored, ttl)).await {
             Ok(()) => self.publish('s', pk).await,
             Err(_) => {
                 Counters::inc(&c.fallbacks);

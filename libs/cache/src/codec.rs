@@ -54,6 +54,49 @@ impl Codec {
         Ok(())
     }
 
+    /// Appends the uncompressed encoding (the in-process form).
+    pub(crate) fn encode_raw_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CacheError> {
+        out.push(RAW);
+        postcard::to_io(value, out).map_err(|e| CacheError::Encode(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The compressed form of uncompressed encoded bytes, when they are above the threshold.
+    pub(crate) fn compress(&self, encoded: &[u8]) -> Result<Option<Vec<u8>>, CacheError> {
+        match encoded.split_first() {
+            Some((&RAW, raw)) if raw.len() > self.compress_threshold => {
+                let mut out = vec![ZLIB];
+                let mut enc =
+                    flate2::write::ZlibEncoder::new(&mut out, Compression::new(self.level));
+                enc.write_all(raw)
+                    .map_err(|e| CacheError::Encode(e.to_string()))?;
+                enc.finish()
+                    .map_err(|e| CacheError::Encode(e.to_string()))?;
+                Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The uncompressed form of encoded bytes, when they are compressed.
+    pub(crate) fn decompress(&self, encoded: &[u8]) -> Result<Option<Vec<u8>>, CacheError> {
+        match encoded.split_first() {
+            Some((&ZLIB, payload)) => {
+                let mut out = vec![RAW];
+                flate2::read::ZlibDecoder::new(payload)
+                    .take(MAX_DECOMPRESSED)
+                    .read_to_end(&mut out)
+                    .map_err(|e| CacheError::Decode(e.to_string()))?;
+                Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CacheError> {
         let mut out = Vec::new();
         self.encode_into(value, &mut out)?;
@@ -116,6 +159,32 @@ mod tests {
         assert!(Codec::is_compressed(&bytes));
         assert!(bytes.len() < postcard::to_allocvec(&large).unwrap().len() / 4);
         assert_eq!(codec.decode::<Album>(&bytes).unwrap(), large);
+    }
+
+    #[test]
+    fn in_process_bytes_stay_raw_and_the_wire_form_round_trips() {
+        let codec = Codec::default();
+        let large = Album {
+            id: 3,
+            title: "holiday ".repeat(500),
+            tags: vec!["beach".into(); 100],
+        };
+        let mut raw = Vec::new();
+        codec.encode_raw_into(&large, &mut raw).unwrap();
+        assert!(!Codec::is_compressed(&raw));
+        let wire = codec.compress(&raw).unwrap().expect("above the threshold");
+        assert!(Codec::is_compressed(&wire) && wire.len() < raw.len() / 4);
+        assert_eq!(codec.decompress(&wire).unwrap().as_deref(), Some(&raw[..]));
+        assert_eq!(
+            codec.decompress(&raw).unwrap(),
+            None,
+            "raw bytes stay as they are"
+        );
+        assert_eq!(codec.decode::<Album>(&raw).unwrap(), large);
+        let mut small = Vec::new();
+        codec.encode_raw_into(&1u8, &mut small).unwrap();
+        assert_eq!(codec.compress(&small).unwrap(), None, "below the threshold");
+        assert!(codec.decompress(&[ZLIB, 1, 2, 3]).is_err());
     }
 
     #[test]

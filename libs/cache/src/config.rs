@@ -22,7 +22,9 @@ pub struct CacheConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before a recovery probe.
     pub breaker_cooldown: Duration,
-    pub l1_max_entries: u64,
+    /// Bytes (keys and values) the in-process tier holds: the L1, or the whole in-process
+    /// backend. Values are held uncompressed there, so a hit decompresses nothing.
+    pub l1_max_bytes: u64,
     /// Upper bound on an L1 entry's life (coherence is by pub/sub; this bounds the damage of a
     /// lost message).
     pub l1_ttl: Duration,
@@ -52,7 +54,7 @@ impl Default for CacheConfig {
             op_timeout: Duration::from_millis(250),
             breaker_failures: 3,
             breaker_cooldown: Duration::from_millis(500),
-            l1_max_entries: 100_000,
+            l1_max_bytes: 256 * 1024 * 1024,
             l1_ttl: Duration::from_secs(60),
             replay_limit: 10_000,
             stats_flush_interval: Duration::from_secs(5),

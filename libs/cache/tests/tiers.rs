@@ -523,3 +523,36 @@ async fn invalidations_during_a_partition_are_replayed_and_nothing_stale_survive
         .await;
     }
 }
+
+/// Large values cross the network compressed (zlib above the threshold) but sit uncompressed
+/// in L1, so an L1 hit decompresses nothing; a second process decompresses once on its way in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_travel_compressed_and_sit_in_l1_uncompressed() {
+    let server = RedisServer::start().await.unwrap();
+    let a = Cache::connect(config(&server.url(), "zip")).await.unwrap();
+    let b = Cache::connect(config(&server.url(), "zip")).await.unwrap();
+    coherent(&a).await;
+    coherent(&b).await;
+    let (ca, cb) = (a.named(CacheName::Default), b.named(CacheName::Default));
+    let key = ca.key("album-list").part("big").build();
+    let value = vec!["a fairly repetitive album title".to_string(); 500];
+    ca.set(&key, &value).await.unwrap();
+
+    let physical = ca.physical_key(&key).await;
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&physical)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let encoded = photos_cache::Codec::default().encode(&value).unwrap();
+    assert!(photos_cache::Codec::is_compressed(&stored[8..]));
+    assert_eq!(stored.len(), 8 + encoded.len(), "the codec's compressed form");
+    assert!(stored.len() < 500 * 31 / 10);
+
+    // B reads it through Redis once, then from its L1, and gets the same value.
+    assert_eq!(cb.get::<Vec<String>>(&key).await, Some(value.clone()));
+    assert_eq!(cb.get::<Vec<String>>(&key).await, Some(value));
+    assert_eq!(l1_hits(&b), 1);
+}

@@ -32,10 +32,12 @@ pub struct MemoryBackend {
 }
 
 impl MemoryBackend {
-    pub fn new(max_entries: u64) -> MemoryBackend {
+    /// Holds up to `max_bytes` of keys and values.
+    pub fn new(max_bytes: u64) -> MemoryBackend {
         MemoryBackend {
             data: moka::future::Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(|k: &String, e: &Entry| crate::cache::weight(k, &e.value))
                 .expire_after(PerEntryTtl)
                 .build(),
             counters: Mutex::new(HashMap::new()),

@@ -242,7 +242,8 @@ impl Zipf {
 
 async fn zipf_mix(url: &str, l1_entries: u64) -> (f64, f64, u64) {
     let mut config = CacheConfig::redis(url).with_prefix(format!("zipf{l1_entries}"));
-    config.l1_max_entries = l1_entries;
+    // Room for `l1_entries` of these entries (key, expiry header, encoded value).
+    config.l1_max_bytes = l1_entries * (64 + VALUE_BYTES as u64);
     let cache = Cache::connect(config).await.unwrap();
     let c = cache.named(CacheName::Default);
     let policy = Policy::new(Duration::from_secs(3600));
