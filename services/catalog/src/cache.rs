@@ -139,6 +139,29 @@ impl CatalogCache {
         result
     }
 
+    /// Lets the runtime's reporter send this process's cache counters (per cache name) to the
+    /// metrics service with every report.
+    pub fn report_to(&self, reporter: &photos_runtime::tracking::Reporter) {
+        let Some(cache) = self.cache.clone() else {
+            return;
+        };
+        reporter.set_cache_source(move || {
+            cache
+                .stats()
+                .into_iter()
+                .map(|s| {
+                    let counters = photos_runtime::tracking::CacheCounters {
+                        hits: s.hits,
+                        misses: s.misses,
+                        errors: s.errors,
+                        fallbacks: s.fallbacks,
+                    };
+                    (s.cache, counters)
+                })
+                .collect()
+        });
+    }
+
     /// Bumps `album:{id}` for every album id given, and `albums` (every list page, the recent
     /// feed, the stats). Returns once every replica has applied it.
     pub(crate) async fn albums_changed(&self, album_ids: impl IntoIterator<Item = i64>) {

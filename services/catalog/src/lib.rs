@@ -40,7 +40,7 @@ pub async fn build(config: CatalogConfig) -> Result<Application, CatalogError> {
         TokenKey::new(secret.as_bytes())
     };
     let cache = cache::CatalogCache::connect(&config.cache).await?;
-    let catalog = Catalog::new(store.clone(), tokens).with_cache(cache);
+    let catalog = Catalog::new(store.clone(), tokens).with_cache(cache.clone());
     let jobs = jobs::Hosted::new(
         &store,
         catalog.clone(),
@@ -59,6 +59,7 @@ pub async fn build(config: CatalogConfig) -> Result<Application, CatalogError> {
     server
         .metrics()
         .with_registry(|registry| store.register_metrics(registry));
+    cache.report_to(&server.reporter());
     Ok(Application {
         server,
         store,

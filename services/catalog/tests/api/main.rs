@@ -4,6 +4,7 @@
 mod cache;
 mod explain;
 mod helpers;
+mod report;
 mod suite;
 
 /// Generates `postgres::<test>` and `sqlite::<test>` for every test function of the suite.
