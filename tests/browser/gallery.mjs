@@ -81,7 +81,11 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("figure.tile").length > 0);
   const firstPage = await tiles.count();
   assert.ok(firstPage < photos.length, `a first page (${firstPage}) smaller than the album`);
-  while (requested.length === 0) await page.waitForTimeout(20);
+  // Bounded: a page that never asks for an image fails here instead of hanging the test.
+  for (let i = 0; requested.length === 0; i++) {
+    if (i >= 1000) throw new Error("no image was requested within 20 s of the album rendering");
+    await page.waitForTimeout(20);
+  }
 
   const first = photos[0];
   const held = await page.evaluate((id) => {
