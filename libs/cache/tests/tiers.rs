@@ -548,7 +548,11 @@ async fn values_travel_compressed_and_sit_in_l1_uncompressed() {
         .unwrap();
     let encoded = photos_cache::Codec::default().encode(&value).unwrap();
     assert!(photos_cache::Codec::is_compressed(&stored[8..]));
-    assert_eq!(stored.len(), 8 + encoded.len(), "the codec's compressed form");
+    assert_eq!(
+        stored.len(),
+        8 + encoded.len(),
+        "the codec's compressed form"
+    );
     assert!(stored.len() < 500 * 31 / 10);
 
     // B reads it through Redis once, then from its L1, and gets the same value.
