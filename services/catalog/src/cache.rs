@@ -11,9 +11,10 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
 use photos_cache::{Cache, CacheConfig, CacheError, CacheKey, NamedCache, Policy, album_scope};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{CacheBackend, CacheSettings};
 use crate::error::CatalogError;
@@ -26,6 +27,43 @@ pub enum Freshness {
     Cached,
     /// Recompute and refill (the `x-cache-refresh: 1` request flag, used by cache warming).
     Refresh,
+}
+
+/// A response in protobuf wire format: what the cache holds for a read, and what a hit sends
+/// as it is (see `encoded`), decoding and encoding nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded(pub Bytes);
+
+impl Encoded {
+    pub fn of(message: &impl prost::Message) -> Encoded {
+        Encoded(Bytes::from(message.encode_to_vec()))
+    }
+}
+
+/// As one byte string (postcard: length + the bytes, copied in one go).
+impl Serialize for Encoded {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Encoded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Raw;
+        impl Visitor<'_> for Raw {
+            type Value = Encoded;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an encoded protobuf message")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Encoded, E> {
+                Ok(Encoded(Bytes::copy_from_slice(v)))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Encoded, E> {
+                Ok(Encoded(Bytes::from(v)))
+            }
+        }
+        d.deserialize_byte_buf(Raw)
+    }
 }
 
 /// Key families (the unit of the cache's stats and of pattern invalidation).

@@ -1,15 +1,14 @@
 //! The catalog's operations and their SQL. Reads are one statement per page (counts, previews
-//! and variants are nested in the row as JSON) and go through the read-through cache (see
-//! `cache`); writes that read before they write run in a transaction so a failure leaves
+//! and variants are nested in the row as JSON); the gRPC layer caches their responses (see
+//! `cache`). Writes that read before they write run in a transaction so a failure leaves
 //! nothing half-written, and bump the cache scopes they affect right after they commit.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use photos_cache::policy;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{CatalogCache, Freshness, family};
+use crate::cache::CatalogCache;
 use crate::error::CatalogError;
 use crate::model::*;
 use crate::store::{Arg, Dialect, Statement, Store, Tx};
@@ -369,34 +368,17 @@ impl Catalog {
         parse(&row.ok_or_else(|| CatalogError::not_found("album", id))?)
     }
 
-    /// The album (count, previews) and the first page of its photos: two statements on a
-    /// cache miss.
+    /// The album (count, previews) and the first page of its photos: two statements.
     pub async fn get_album(
         &self,
         id: &str,
         photo_page_size: i32,
-        freshness: Freshness,
     ) -> Result<(AlbumRow, Page<PhotoRow>)> {
         let id = parse_id("album", id)?;
         let size = page_size(photo_page_size, DEFAULT_PHOTO_PAGE)?;
-        self.cache
-            .read(
-                |c| {
-                    c.key(family::ALBUM)
-                        .part(id)
-                        .part(size)
-                        .album(&id.to_string())
-                        .build()
-                },
-                policy::ALBUM_DETAIL,
-                freshness,
-                || async {
-                    let album = self.fetch_album(id).await?;
-                    let photos = self.photo_page(id, size, None).await?;
-                    Ok((album, photos))
-                },
-            )
-            .await
+        let album = self.fetch_album(id).await?;
+        let photos = self.photo_page(id, size, None).await?;
+        Ok((album, photos))
     }
 
     pub async fn update_album(&self, id: &str, patch: AlbumPatch) -> Result<AlbumRow> {
@@ -557,29 +539,8 @@ impl Catalog {
         s
     }
 
-    /// A page of albums, ordered by `order` then newest first: one statement on a cache miss,
-    /// none on a hit.
-    pub async fn list_albums(&self, q: AlbumQuery, freshness: Freshness) -> Result<Page<AlbumRow>> {
-        self.cache
-            .read(
-                |c| {
-                    c.key(family::ALBUM_LIST)
-                        .part(q.published_only)
-                        .part(&q.owner_id)
-                        .part(q.page_size)
-                        .part(q.preview_count)
-                        .part(&q.page_token)
-                        .album_lists()
-                        .build()
-                },
-                policy::ALBUM_LIST,
-                freshness,
-                || self.load_albums(q.clone()),
-            )
-            .await
-    }
-
-    async fn load_albums(&self, mut q: AlbumQuery) -> Result<Page<AlbumRow>> {
+    /// A page of albums, ordered by `order` then newest first: one statement.
+    pub async fn list_albums(&self, mut q: AlbumQuery) -> Result<Page<AlbumRow>> {
         let size = page_size(q.page_size, DEFAULT_ALBUM_PAGE)?;
         if q.preview_count < 0 {
             return Err(CatalogError::invalid(format!(
@@ -781,62 +742,8 @@ impl Catalog {
         parse(&row.ok_or_else(|| CatalogError::not_found("photo", id))?)
     }
 
-    /// A photo. Its cached detail depends on its album's generation (every photo write bumps
-    /// it), found through a cached photo → album entry; the entry is checked against the row
-    /// loaded through it, since SQLite may hand a deleted photo's id to a new photo.
-    pub async fn get_photo(&self, id: &str, freshness: Freshness) -> Result<PhotoRow> {
-        let id = parse_id("photo", id)?;
-        let Some(named) = self.cache.named() else {
-            return self.fetch_photo(id).await;
-        };
-        let album_key = named.key(family::PHOTO_ALBUM).part(id).build();
-        let album = match freshness {
-            Freshness::Cached => named.get::<i64>(&album_key).await,
-            Freshness::Refresh => None,
-        };
-        /// The loaded photo is not in the album the lookup assumed: not cached there.
-        enum Load {
-            Failed(CatalogError),
-            Elsewhere(Box<PhotoRow>),
-        }
-        let found = match album {
-            Some(album) => {
-                let key = named
-                    .key(family::PHOTO)
-                    .part(id)
-                    .album(&album.to_string())
-                    .build();
-                let mut loaded = false;
-                let load = || {
-                    loaded = true;
-                    async {
-                        let p = self.fetch_photo(id).await.map_err(Load::Failed)?;
-                        if p.album_id == album {
-                            Ok(p)
-                        } else {
-                            Err(Load::Elsewhere(Box::new(p)))
-                        }
-                    }
-                };
-                let result = named.get_or_load(&key, policy::PHOTOS, load).await;
-                photos_runtime::tracking::cache_lookup(!loaded);
-                match result {
-                    Ok(p) => return Ok(p),
-                    Err(Load::Failed(e)) => return Err(e),
-                    Err(Load::Elsewhere(p)) => *p,
-                }
-            }
-            // The detail's key needs the album, known only after this load: cache the album
-            // now and the detail on the next read (its key must be resolved before its load).
-            None => {
-                photos_runtime::tracking::cache_lookup(false);
-                self.fetch_photo(id).await?
-            }
-        };
-        let _ = named
-            .set_with(&album_key, &found.album_id, policy::PHOTOS.ttl)
-            .await;
-        Ok(found)
+    pub async fn get_photo(&self, id: &str) -> Result<PhotoRow> {
+        self.fetch_photo(parse_id("photo", id)?).await
     }
 
     pub async fn update_photo(&self, id: &str, patch: PhotoPatch) -> Result<PhotoRow> {
@@ -982,28 +889,9 @@ impl Catalog {
         album_id: &str,
         page_size_req: i32,
         token: &str,
-        freshness: Freshness,
     ) -> Result<Page<PhotoRow>> {
         let album_id = parse_id("album", album_id)?;
         let size = page_size(page_size_req, DEFAULT_PHOTO_PAGE)?;
-        self.cache
-            .read(
-                |c| {
-                    c.key(family::PHOTO_PAGE)
-                        .part(album_id)
-                        .part(size)
-                        .part(token)
-                        .album(&album_id.to_string())
-                        .build()
-                },
-                policy::PHOTOS,
-                freshness,
-                || self.load_photos(album_id, size, token),
-            )
-            .await
-    }
-
-    async fn load_photos(&self, album_id: i64, size: i64, token: &str) -> Result<Page<PhotoRow>> {
         let after = self.tokens.decode(&format!("photos|{album_id}"), token)?;
         let page = self.photo_page(album_id, size, after).await?;
         if page.items.is_empty() && after.is_none() {
@@ -1049,38 +937,14 @@ impl Catalog {
         s
     }
 
-    /// Newest photos across albums. Cached under the `albums` scope, which every write bumps.
+    /// Newest photos across albums.
     pub async fn list_recent_photos(
         &self,
         page_size_req: i32,
         token: &str,
         published_only: bool,
-        freshness: Freshness,
     ) -> Result<Page<PhotoRow>> {
         let size = page_size(page_size_req, DEFAULT_PHOTO_PAGE)?;
-        self.cache
-            .read(
-                |c| {
-                    c.key(family::RECENT)
-                        .part(published_only)
-                        .part(size)
-                        .part(token)
-                        .album_lists()
-                        .build()
-                },
-                policy::PHOTOS,
-                freshness,
-                || self.load_recent(size, token, published_only),
-            )
-            .await
-    }
-
-    async fn load_recent(
-        &self,
-        size: i64,
-        token: &str,
-        published_only: bool,
-    ) -> Result<Page<PhotoRow>> {
         let scope = format!("recent|{published_only}");
         let after = self.tokens.decode(&scope, token)?;
         let rows = self
@@ -1325,20 +1189,8 @@ impl Catalog {
         Ok((keys, last))
     }
 
-    /// Totals and per-album figures for the largest albums (two statements on a cache miss).
-    /// Cached under the `albums` scope, which every write bumps.
-    pub async fn stats(&self, freshness: Freshness) -> Result<(Totals, Vec<AlbumStatsRow>)> {
-        self.cache
-            .read(
-                |c| c.key(family::STATS).album_lists().build(),
-                policy::STATS,
-                freshness,
-                || self.load_stats(),
-            )
-            .await
-    }
-
-    async fn load_stats(&self) -> Result<(Totals, Vec<AlbumStatsRow>)> {
+    /// Totals (one statement) and per-album figures for the largest albums (one statement).
+    pub async fn stats(&self) -> Result<(Totals, Vec<AlbumStatsRow>)> {
         let d = self.store.dialect();
         let published = if d == Dialect::Postgres {
             "is_published"

@@ -1,7 +1,10 @@
 //! The tonic service: translates proto <-> domain, opens the statement-accounting scope of
-//! each call and returns its count in `x-db-query-count`.
+//! each call and returns its count in `x-db-query-count`. The cached reads produce encoded
+//! responses, served by `encoded` in front of the generated server.
 
 use std::future::Future;
+
+use photos_cache::policy;
 
 use photos_proto::catalog::v1::catalog_service_server::CatalogService;
 use photos_proto::catalog::v1::*;
@@ -12,8 +15,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::accounting::{self, QUERY_COUNT_METADATA};
-use crate::cache::Freshness;
-use crate::catalog::Catalog;
+use crate::cache::{Encoded, Freshness, family};
+use crate::catalog::{Catalog, parse_id};
 use crate::error::CatalogError;
 use crate::model::*;
 
@@ -169,6 +172,278 @@ impl CatalogGrpc {
     }
 }
 
+/// The cached reads. Each answers with its response encoded, from the cache or computed and
+/// stored there: a hit decodes and encodes nothing.
+impl CatalogGrpc {
+    pub(crate) async fn list_albums(
+        &self,
+        request: Request<ListAlbumsRequest>,
+    ) -> Result<Response<Encoded>, Status> {
+        let fresh = freshness(&request);
+        let r = request.into_inner();
+        self.call("ListAlbums", async {
+            self.catalog
+                .cache()
+                .read(
+                    |c| {
+                        c.key(family::ALBUM_LIST)
+                            .part(r.published_only)
+                            .part(&r.owner_id)
+                            .part(r.page_size)
+                            .part(r.preview_count)
+                            .part(&r.page_token)
+                            .album_lists()
+                            .build()
+                    },
+                    policy::ALBUM_LIST,
+                    fresh,
+                    || async {
+                        let page = self
+                            .catalog
+                            .list_albums(AlbumQuery {
+                                published_only: r.published_only,
+                                owner_id: r.owner_id.clone(),
+                                page_size: r.page_size,
+                                page_token: r.page_token.clone(),
+                                preview_count: r.preview_count,
+                            })
+                            .await?;
+                        Ok(Encoded::of(&ListAlbumsResponse {
+                            albums: page.items.into_iter().map(album).collect(),
+                            next_page_token: page.next_page_token,
+                        }))
+                    },
+                )
+                .await
+        })
+        .await
+    }
+
+    pub(crate) async fn get_album(
+        &self,
+        request: Request<GetAlbumRequest>,
+    ) -> Result<Response<Encoded>, Status> {
+        let fresh = freshness(&request);
+        let r = request.into_inner();
+        self.call("GetAlbum", async {
+            let id = parse_id("album", &r.id)?;
+            self.catalog
+                .cache()
+                .read(
+                    |c| {
+                        c.key(family::ALBUM)
+                            .part(id)
+                            .part(r.photo_page_size)
+                            .album(&id.to_string())
+                            .build()
+                    },
+                    policy::ALBUM_DETAIL,
+                    fresh,
+                    || async {
+                        let (a, page) = self.catalog.get_album(&r.id, r.photo_page_size).await?;
+                        Ok(Encoded::of(&GetAlbumResponse {
+                            album: Some(album(a)),
+                            photos: photos(page.items),
+                            next_photo_page_token: page.next_page_token,
+                        }))
+                    },
+                )
+                .await
+        })
+        .await
+    }
+
+    pub(crate) async fn list_photos(
+        &self,
+        request: Request<ListPhotosRequest>,
+    ) -> Result<Response<Encoded>, Status> {
+        let fresh = freshness(&request);
+        let r = request.into_inner();
+        self.call("ListPhotos", async {
+            let album_id = parse_id("album", &r.album_id)?;
+            self.catalog
+                .cache()
+                .read(
+                    |c| {
+                        c.key(family::PHOTO_PAGE)
+                            .part(album_id)
+                            .part(r.page_size)
+                            .part(&r.page_token)
+                            .album(&album_id.to_string())
+                            .build()
+                    },
+                    policy::PHOTOS,
+                    fresh,
+                    || async {
+                        let page = self
+                            .catalog
+                            .list_photos(&r.album_id, r.page_size, &r.page_token)
+                            .await?;
+                        Ok(Encoded::of(&ListPhotosResponse {
+                            photos: photos(page.items),
+                            next_page_token: page.next_page_token,
+                        }))
+                    },
+                )
+                .await
+        })
+        .await
+    }
+
+    /// Cached under the `albums` scope, which every write bumps.
+    pub(crate) async fn list_recent_photos(
+        &self,
+        request: Request<ListRecentPhotosRequest>,
+    ) -> Result<Response<Encoded>, Status> {
+        let fresh = freshness(&request);
+        let r = request.into_inner();
+        self.call("ListRecentPhotos", async {
+            self.catalog
+                .cache()
+                .read(
+                    |c| {
+                        c.key(family::RECENT)
+                            .part(r.published_only)
+                            .part(r.page_size)
+                            .part(&r.page_token)
+                            .album_lists()
+                            .build()
+                    },
+                    policy::PHOTOS,
+                    fresh,
+                    || async {
+                        let page = self
+                            .catalog
+                            .list_recent_photos(r.page_size, &r.page_token, r.published_only)
+                            .await?;
+                        Ok(Encoded::of(&ListRecentPhotosResponse {
+                            photos: photos(page.items),
+                            next_page_token: page.next_page_token,
+                        }))
+                    },
+                )
+                .await
+        })
+        .await
+    }
+
+    /// A photo's cached detail depends on its album's generation (every photo write bumps
+    /// it), found through a cached photo → album entry; the entry is checked against the row
+    /// loaded through it, since SQLite may hand a deleted photo's id to a new photo.
+    pub(crate) async fn get_photo(
+        &self,
+        request: Request<GetPhotoRequest>,
+    ) -> Result<Response<Encoded>, Status> {
+        let fresh = freshness(&request);
+        let r = request.into_inner();
+        self.call("GetPhoto", async {
+            let id = parse_id("photo", &r.id)?;
+            let encode = |p: PhotoRow| {
+                Encoded::of(&GetPhotoResponse {
+                    photo: Some(photo(p)),
+                })
+            };
+            let Some(named) = self.catalog.cache().named() else {
+                return Ok(encode(self.catalog.get_photo(&r.id).await?));
+            };
+            let album_key = named.key(family::PHOTO_ALBUM).part(id).build();
+            let album = match fresh {
+                Freshness::Cached => named.get::<i64>(&album_key).await,
+                Freshness::Refresh => None,
+            };
+            /// The loaded photo is not in the album the lookup assumed: not cached there.
+            enum Load {
+                Failed(CatalogError),
+                Elsewhere(Box<PhotoRow>),
+            }
+            let found = match album {
+                Some(album) => {
+                    let key = named
+                        .key(family::PHOTO)
+                        .part(id)
+                        .album(&album.to_string())
+                        .build();
+                    let mut loaded = false;
+                    let load = || {
+                        loaded = true;
+                        async {
+                            let p = self.catalog.get_photo(&r.id).await.map_err(Load::Failed)?;
+                            if p.album_id == album {
+                                Ok(encode(p))
+                            } else {
+                                Err(Load::Elsewhere(Box::new(p)))
+                            }
+                        }
+                    };
+                    let result = named.get_or_load(&key, policy::PHOTOS, load).await;
+                    photos_runtime::tracking::cache_lookup(!loaded);
+                    match result {
+                        Ok(encoded) => return Ok(encoded),
+                        Err(Load::Failed(e)) => return Err(e),
+                        Err(Load::Elsewhere(p)) => *p,
+                    }
+                }
+                // The detail's key needs the album, known only after this load: the album is
+                // cached now, the detail on the next read (a key is resolved before its load).
+                None => {
+                    photos_runtime::tracking::cache_lookup(false);
+                    self.catalog.get_photo(&r.id).await?
+                }
+            };
+            let _ = named
+                .set_with(&album_key, &found.album_id, policy::PHOTOS.ttl)
+                .await;
+            Ok(encode(found))
+        })
+        .await
+    }
+
+    /// Cached under the `albums` scope, which every write bumps.
+    pub(crate) async fn get_catalog_stats(
+        &self,
+        request: Request<GetCatalogStatsRequest>,
+    ) -> Result<Response<Encoded>, Status> {
+        let fresh = freshness(&request);
+        self.call("GetCatalogStats", async {
+            self.catalog
+                .cache()
+                .read(
+                    |c| c.key(family::STATS).album_lists().build(),
+                    policy::STATS,
+                    fresh,
+                    || async {
+                        let (t, albums) = self.catalog.stats().await?;
+                        let unsigned = |v: i64| v.max(0) as u64;
+                        Ok(Encoded::of(&GetCatalogStatsResponse {
+                            album_count: t.album_count,
+                            published_album_count: t.published_album_count,
+                            photo_count: t.photo_count,
+                            pending_photo_count: t.pending_photo_count,
+                            failed_photo_count: t.failed_photo_count,
+                            original_bytes: unsigned(t.original_bytes),
+                            variant_bytes: unsigned(t.variant_bytes),
+                            albums: albums
+                                .into_iter()
+                                .map(|a| AlbumStats {
+                                    album_id: a.album_id.to_string(),
+                                    title: a.title,
+                                    photo_count: a.photo_count,
+                                    original_bytes: unsigned(a.original_bytes),
+                                    variant_bytes: unsigned(a.variant_bytes),
+                                })
+                                .collect(),
+                        }))
+                    },
+                )
+                .await
+        })
+        .await
+    }
+}
+
+/// The writes and the uncached reads. The cached reads (`ListAlbums`, `GetAlbum`,
+/// `ListPhotos`, `ListRecentPhotos`, `GetPhoto`, `GetCatalogStats`) never reach this impl:
+/// `encoded::CatalogService` answers them with the methods above.
 #[tonic::async_trait]
 impl CatalogService for CatalogGrpc {
     async fn create_album(
@@ -189,26 +464,6 @@ impl CatalogService for CatalogGrpc {
                 .await?;
             Ok(CreateAlbumResponse {
                 album: Some(album(a)),
-            })
-        })
-        .await
-    }
-
-    async fn get_album(
-        &self,
-        request: Request<GetAlbumRequest>,
-    ) -> Result<Response<GetAlbumResponse>, Status> {
-        let fresh = freshness(&request);
-        let r = request.into_inner();
-        self.call("GetAlbum", async {
-            let (a, page) = self
-                .catalog
-                .get_album(&r.id, r.photo_page_size, fresh)
-                .await?;
-            Ok(GetAlbumResponse {
-                album: Some(album(a)),
-                photos: photos(page.items),
-                next_photo_page_token: page.next_page_token,
             })
         })
         .await
@@ -258,34 +513,6 @@ impl CatalogService for CatalogGrpc {
         self.call("DeleteAlbum", async {
             Ok(DeleteAlbumResponse {
                 deleted_object_keys: self.catalog.delete_album(&r.id).await?,
-            })
-        })
-        .await
-    }
-
-    async fn list_albums(
-        &self,
-        request: Request<ListAlbumsRequest>,
-    ) -> Result<Response<ListAlbumsResponse>, Status> {
-        let fresh = freshness(&request);
-        let r = request.into_inner();
-        self.call("ListAlbums", async {
-            let page = self
-                .catalog
-                .list_albums(
-                    AlbumQuery {
-                        published_only: r.published_only,
-                        owner_id: r.owner_id,
-                        page_size: r.page_size,
-                        page_token: r.page_token,
-                        preview_count: r.preview_count,
-                    },
-                    fresh,
-                )
-                .await?;
-            Ok(ListAlbumsResponse {
-                albums: page.items.into_iter().map(album).collect(),
-                next_page_token: page.next_page_token,
             })
         })
         .await
@@ -348,20 +575,6 @@ impl CatalogService for CatalogGrpc {
         .await
     }
 
-    async fn get_photo(
-        &self,
-        request: Request<GetPhotoRequest>,
-    ) -> Result<Response<GetPhotoResponse>, Status> {
-        let fresh = freshness(&request);
-        let r = request.into_inner();
-        self.call("GetPhoto", async {
-            Ok(GetPhotoResponse {
-                photo: Some(photo(self.catalog.get_photo(&r.id, fresh).await?)),
-            })
-        })
-        .await
-    }
-
     async fn update_photo(
         &self,
         request: Request<UpdatePhotoRequest>,
@@ -393,44 +606,6 @@ impl CatalogService for CatalogGrpc {
         self.call("DeletePhoto", async {
             Ok(DeletePhotoResponse {
                 deleted_object_keys: self.catalog.delete_photo(&r.id).await?,
-            })
-        })
-        .await
-    }
-
-    async fn list_photos(
-        &self,
-        request: Request<ListPhotosRequest>,
-    ) -> Result<Response<ListPhotosResponse>, Status> {
-        let fresh = freshness(&request);
-        let r = request.into_inner();
-        self.call("ListPhotos", async {
-            let page = self
-                .catalog
-                .list_photos(&r.album_id, r.page_size, &r.page_token, fresh)
-                .await?;
-            Ok(ListPhotosResponse {
-                photos: photos(page.items),
-                next_page_token: page.next_page_token,
-            })
-        })
-        .await
-    }
-
-    async fn list_recent_photos(
-        &self,
-        request: Request<ListRecentPhotosRequest>,
-    ) -> Result<Response<ListRecentPhotosResponse>, Status> {
-        let fresh = freshness(&request);
-        let r = request.into_inner();
-        self.call("ListRecentPhotos", async {
-            let page = self
-                .catalog
-                .list_recent_photos(r.page_size, &r.page_token, r.published_only, fresh)
-                .await?;
-            Ok(ListRecentPhotosResponse {
-                photos: photos(page.items),
-                next_page_token: page.next_page_token,
             })
         })
         .await
@@ -554,36 +729,5 @@ impl CatalogService for CatalogGrpc {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
-    }
-
-    async fn get_catalog_stats(
-        &self,
-        request: Request<GetCatalogStatsRequest>,
-    ) -> Result<Response<GetCatalogStatsResponse>, Status> {
-        let fresh = freshness(&request);
-        self.call("GetCatalogStats", async {
-            let (t, albums) = self.catalog.stats(fresh).await?;
-            let unsigned = |v: i64| v.max(0) as u64;
-            Ok(GetCatalogStatsResponse {
-                album_count: t.album_count,
-                published_album_count: t.published_album_count,
-                photo_count: t.photo_count,
-                pending_photo_count: t.pending_photo_count,
-                failed_photo_count: t.failed_photo_count,
-                original_bytes: unsigned(t.original_bytes),
-                variant_bytes: unsigned(t.variant_bytes),
-                albums: albums
-                    .into_iter()
-                    .map(|a| AlbumStats {
-                        album_id: a.album_id.to_string(),
-                        title: a.title,
-                        photo_count: a.photo_count,
-                        original_bytes: unsigned(a.original_bytes),
-                        variant_bytes: unsigned(a.variant_bytes),
-                    })
-                    .collect(),
-            })
-        })
-        .await
     }
 }

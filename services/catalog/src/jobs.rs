@@ -252,10 +252,7 @@ pub(crate) async fn photo_items(
     );
     if !album_id.is_empty() {
         let id = parse_id("album", album_id).map_err(plan_error)?;
-        catalog
-            .get_album(album_id, 1, crate::cache::Freshness::Cached)
-            .await
-            .map_err(plan_error)?;
+        catalog.get_album(album_id, 1).await.map_err(plan_error)?;
         sql.push_str(&format!(" AND p.album_id = {}", s.arg(Arg::I64(id))));
     }
     if missing_thumbnail {
@@ -309,10 +306,7 @@ pub(crate) async fn record(
         Some(r) => MediaResult { variants, ..r },
         None => {
             // Read-modify-write: start from the database, not from a cached copy.
-            let photo = match catalog
-                .get_photo(photo_id, crate::cache::Freshness::Refresh)
-                .await
-            {
+            let photo = match catalog.get_photo(photo_id).await {
                 Ok(p) => p,
                 Err(crate::CatalogError::NotFound { .. }) => return Outcome::Done,
                 Err(e) => return catalog_outcome(e),

@@ -4,6 +4,7 @@ pub mod accounting;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+mod encoded;
 pub mod error;
 mod grpc;
 pub mod jobs;
@@ -14,7 +15,6 @@ pub mod token;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use photos_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use photos_runtime::server::{BoundServer, ServerBuilder};
 
 use catalog::Catalog;
@@ -47,8 +47,10 @@ pub async fn build(config: CatalogConfig) -> Result<Application, CatalogError> {
         config.jobs.clone(),
         config.upstreams(),
     );
-    let service = CatalogServiceServer::new(grpc::CatalogGrpc { catalog })
-        .max_decoding_message_size(config.server.max_message_bytes);
+    let service = encoded::CatalogService::new(
+        grpc::CatalogGrpc { catalog },
+        config.server.max_message_bytes,
+    );
     let server = ServerBuilder::new("catalog", config.server.clone())
         .add_service(service)
         .descriptor(photos_proto::catalog::v1::FILE_DESCRIPTOR_SET)

@@ -201,7 +201,7 @@ impl JobsGrpc {
             return Ok(());
         }
         self.catalog
-            .get_album(album_id, 1, crate::cache::Freshness::Cached)
+            .get_album(album_id, 1)
             .await
             .map(|_| ())
             .map_err(|e| match e {

@@ -51,11 +51,7 @@ impl Executor for OptimizeImages {
 
 impl OptimizeImages {
     async fn optimize(&self, p: &OptimizeImagesParams, item: &Item) -> Outcome {
-        let photo = match self
-            .catalog
-            .get_photo(&item.key, crate::cache::Freshness::Refresh)
-            .await
-        {
+        let photo = match self.catalog.get_photo(&item.key).await {
             Ok(photo) => photo,
             Err(crate::CatalogError::NotFound { .. }) => return Outcome::Done,
             Err(e) => return catalog_outcome(e),
