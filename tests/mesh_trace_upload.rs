@@ -215,6 +215,11 @@ async fn an_upload_and_an_album_page_are_each_one_trace_across_the_services() {
         .unwrap_or_else(|| panic!("no gateway span in {:#?}", names(&page)));
     assert_one_tree(&page, gateway, caller);
     assert_called_over_grpc(&page, server_span(&page, "CatalogService/GetAlbum"));
+    let lookup = page
+        .iter()
+        .find(|s| s.name == "cache.get")
+        .unwrap_or_else(|| panic!("no cache span in the page trace: {:#?}", names(&page)));
+    assert!(lookup.attributes.contains_key("cache.hit"), "{lookup:#?}");
 
     env.mesh.shutdown().await.unwrap();
     telemetry.shutdown();

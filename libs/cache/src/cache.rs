@@ -1210,10 +1210,29 @@ impl NamedCache {
         Fut: Future<Output = Result<T, E>>,
     {
         let c = self.cache.inner.stats.counters(self.name, key.family);
-        let pk = self.cache.resolve(key).await;
-        if let Some(env) = self.cache.lookup(&pk, &c).await
-            && let Some(v) = self.decode::<T>(&env, &pk, &c).await
-        {
+        // The lookup is a span of its own (hit or miss); a loader's work on a miss is not in it.
+        let span = tracing::info_span!(
+            "cache.get",
+            cache.name = self.name.as_str(),
+            cache.family = key.family,
+            cache.hit = tracing::field::Empty,
+        );
+        let found = tracing::Instrument::instrument(
+            async {
+                let pk = self.cache.resolve(key).await;
+                let found = match self.cache.lookup(&pk, &c).await {
+                    Some(env) => self.decode::<T>(&env, &pk, &c).await.map(|v| (env, v)),
+                    None => None,
+                };
+                (pk, found)
+            },
+            span.clone(),
+        )
+        .await;
+        span.record("cache.hit", found.1.is_some());
+        drop(span);
+        let (pk, found) = found;
+        if let Some((env, v)) = found {
             Counters::inc(&c.hits);
             if env.remaining() >= policy.refresh_ahead {
                 return Ok(v);
