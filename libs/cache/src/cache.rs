@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::backend::{
-    Backend, BackendInfo, BackendKind, ClusterBackend, MemoryBackend, StandaloneBackend,
+    Backend, BackendInfo, BackendKind, ClusterBackend, MemoryBackend, PatternUsage,
+    StandaloneBackend,
 };
 use crate::config::CacheConfig;
 use crate::keys::{ALBUM_LISTS_SCOPE, CacheKey, KeyBuilder, KeySpace, album_scope, glob_match};
@@ -29,6 +30,8 @@ const LOCAL_GENERATION: u64 = 1 << 63;
 const HEADER: usize = 8;
 /// Generation scopes a process keeps in memory (each a short string and a u64).
 const GENERATIONS_HELD: u64 = 100_000;
+/// Keys whose memory `Cache::usage` measures (the rest is extrapolated).
+pub const USAGE_SAMPLES: usize = 1_000;
 
 /// An in-process entry's weight against `l1_max_bytes`.
 pub(crate) fn weight(key: &str, value: &[u8]) -> u32 {
@@ -470,14 +473,16 @@ impl Cache {
         self.remote_call(self.inner.remote.info()).await
     }
 
-    /// Number of remote keys of one cache name (SCAN on every master).
-    pub async fn count_keys(&self, name: CacheName) -> Result<u64, CacheError> {
-        self.remote_call(
-            self.inner
-                .remote
-                .count_pattern(&self.inner.space.cache_pattern(name)),
-        )
-        .await
+    /// Keys of one cache name in the shared tier (SCAN on every master) and the memory they
+    /// use (Redis `MEMORY USAGE` on an even sample of `USAGE_SAMPLES` keys, scaled).
+    pub async fn usage(&self, name: CacheName) -> Result<PatternUsage, CacheError> {
+        let pattern = self.inner.space.cache_pattern(name);
+        // A full SCAN (and a thousand MEMORY USAGE) may take longer than one command.
+        let call = self.inner.remote.pattern_usage(&pattern, USAGE_SAMPLES);
+        match tokio::time::timeout(self.inner.config.op_timeout * 20, call).await {
+            Ok(r) => r,
+            Err(_) => Err(CacheError::Timeout(self.inner.config.op_timeout * 20)),
+        }
     }
 
     /// Deletes physical keys everywhere. Never fails: while the remote is down the deletion is

@@ -19,7 +19,7 @@ pub mod keys;
 pub mod policy;
 mod stats;
 
-pub use backend::{Backend, BackendInfo, BackendKind};
+pub use backend::{Backend, BackendInfo, BackendKind, PatternUsage};
 pub use cache::{Cache, NamedCache, Removed};
 pub use codec::Codec;
 pub use config::CacheConfig;

@@ -255,7 +255,29 @@ mod cases {
         for i in 1..5 {
             assert_eq!(c.get::<i32>(&c.key("album").part(i).build()).await, Some(i));
         }
-        assert_eq!(cache.count_keys(CacheName::Default).await.unwrap(), 4);
+        let usage = cache.usage(CacheName::Default).await.unwrap();
+        assert_eq!(usage.keys, 4);
+        // Each entry holds at least its key and its 8-byte expiry; the server (or the
+        // in-process tier) reports more, never less.
+        assert!(usage.memory_bytes >= 4 * 40, "{usage:?}");
+        let sessions = cache.usage(CacheName::Sessions).await.unwrap();
+        assert_eq!(sessions, photos_cache::PatternUsage::default());
+        // 20 kB that do not compress: the reported memory covers them.
+        let thumbs = cache.named(CacheName::Thumbnails);
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        thumbs
+            .set(&thumbs.key("blob").part(1).build(), &noise)
+            .await
+            .unwrap();
+        let usage = cache.usage(CacheName::Thumbnails).await.unwrap();
+        assert_eq!(usage.keys, 1);
+        assert!(usage.memory_bytes >= 20_000, "{usage:?}");
     }
 
     pub async fn hot_key_is_refreshed_before_expiry(cache: &Cache) {

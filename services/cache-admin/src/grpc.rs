@@ -131,9 +131,11 @@ impl CacheAdminService for CacheAdminGrpc {
         let info = self.cache.backend_info().await.unwrap_or_default();
         let mut caches = Vec::new();
         for s in stats {
-            let keys = match CacheName::parse(&s.cache) {
-                Some(name) => self.cache.count_keys(name).await.unwrap_or(0),
-                None => 0,
+            // Keys and memory as the shared tier reports them (memory measured with Redis
+            // MEMORY USAGE on a sample, in-process: the bytes held); 0 when it cannot answer.
+            let usage = match CacheName::parse(&s.cache) {
+                Some(name) => self.cache.usage(name).await.unwrap_or_default(),
+                None => Default::default(),
             };
             caches.push(CacheStats {
                 cache_name: s.cache.clone(),
@@ -142,8 +144,8 @@ impl CacheAdminService for CacheAdminGrpc {
                 errors: s.errors,
                 fallbacks: s.fallbacks,
                 hit_rate: s.hit_rate(),
-                keys,
-                memory_bytes: 0,
+                keys: usage.keys,
+                memory_bytes: usage.memory_bytes,
                 l1_hits: s.l1_hits,
                 loads: s.loads,
             });

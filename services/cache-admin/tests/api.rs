@@ -463,6 +463,10 @@ async fn stats_are_aggregated_across_processes_per_cache_name() {
     let thumbs = &stats.caches[1];
     assert_eq!((thumbs.hits, thumbs.misses, thumbs.keys), (4, 2, 2));
     assert!((thumbs.hit_rate - 4.0 / 6.0).abs() < 1e-9);
+    // Redis's MEMORY USAGE of those two keys: each at least its key name and value.
+    assert!(thumbs.memory_bytes >= 2 * 50, "{thumbs:?}");
+    assert!(thumbs.memory_bytes <= stats.total_memory_bytes);
+    assert_eq!((stats.caches[2].keys, stats.caches[2].memory_bytes), (0, 0));
     assert!(stats.total_keys >= 2);
     assert!(stats.total_memory_bytes > 0);
 }

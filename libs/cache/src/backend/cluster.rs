@@ -8,7 +8,10 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
-use super::{BATCH, Backend, BackendInfo, BackendKind, member_key, split_live, used_memory};
+use super::{
+    BATCH, Backend, BackendInfo, BackendKind, PatternUsage, estimate, member_key, sample,
+    split_live, used_memory,
+};
 use crate::CacheError;
 
 /// Redis Cluster through redis-rs cluster-async: one multiplexed connection per node, slot map
@@ -144,8 +147,30 @@ impl Backend for ClusterBackend {
         self.delete(&keys).await
     }
 
-    async fn count_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
-        Ok(self.scan(pattern).await?.len() as u64)
+    async fn pattern_usage(
+        &self,
+        pattern: &str,
+        samples: usize,
+    ) -> Result<PatternUsage, CacheError> {
+        let keys = self.scan(pattern).await?;
+        let picked = sample(&keys, samples);
+        // Each routed to its key's master by the client.
+        let usage = futures::future::try_join_all(picked.iter().map(|k| {
+            let mut conn = self.conn.clone();
+            async move {
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(k.as_str())
+                    .query_async::<Option<u64>>(&mut conn)
+                    .await
+            }
+        }))
+        .await?;
+        Ok(estimate(
+            keys.len(),
+            picked.len(),
+            usage.into_iter().flatten().sum(),
+        ))
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, CacheError> {

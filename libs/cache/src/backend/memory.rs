@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use super::{Backend, BackendInfo, BackendKind};
+use super::{Backend, BackendInfo, BackendKind, PatternUsage};
 use crate::CacheError;
 use crate::keys::glob_match;
 
@@ -102,8 +102,17 @@ impl Backend for MemoryBackend {
         self.delete(&keys).await
     }
 
-    async fn count_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
-        Ok(self.matching(pattern).len() as u64)
+    /// Exact: the bytes of keys and values held (what `l1_max_bytes` bounds).
+    async fn pattern_usage(&self, pattern: &str, _: usize) -> Result<PatternUsage, CacheError> {
+        let now = Instant::now();
+        let mut usage = PatternUsage::default();
+        for (k, e) in self.data.iter() {
+            if e.expires > now && glob_match(pattern, &k) {
+                usage.keys += 1;
+                usage.memory_bytes += u64::from(crate::cache::weight(&k, &e.value));
+            }
+        }
+        Ok(usage)
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, CacheError> {

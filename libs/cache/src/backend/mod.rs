@@ -32,6 +32,33 @@ impl BackendKind {
     }
 }
 
+/// Keys matching a pattern and the memory they take, as the server reports it (Redis
+/// `MEMORY USAGE`, measured on an even sample of at most `samples` keys and scaled to all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatternUsage {
+    pub keys: u64,
+    pub memory_bytes: u64,
+}
+
+/// An even spread of at most `n` of `keys`.
+pub(crate) fn sample(keys: &[String], n: usize) -> Vec<&String> {
+    let step = keys.len().div_ceil(n.max(1)).max(1);
+    keys.iter().step_by(step).collect()
+}
+
+/// Scales the memory of `sampled` keys to `total` keys.
+pub(crate) fn estimate(total: usize, sampled: usize, sampled_bytes: u64) -> PatternUsage {
+    let memory_bytes = if sampled == 0 {
+        0
+    } else {
+        (sampled_bytes as u128 * total as u128 / sampled as u128) as u64
+    };
+    PatternUsage {
+        keys: total as u64,
+        memory_bytes,
+    }
+}
+
 /// What the server reports about itself (summed over masters in a cluster).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendInfo {
@@ -50,8 +77,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete(&self, keys: &[String]) -> Result<u64, CacheError>;
     /// Removes every key matching a glob (SCAN on every master, UNLINK in batches).
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError>;
-    /// Counts keys matching a glob (SCAN on every master).
-    async fn count_pattern(&self, pattern: &str) -> Result<u64, CacheError>;
+    /// Counts keys matching a glob (SCAN on every master) and the memory they use, measured
+    /// on at most `samples` of them.
+    async fn pattern_usage(
+        &self,
+        pattern: &str,
+        samples: usize,
+    ) -> Result<PatternUsage, CacheError>;
     /// Reads a counter (absent = 0).
     async fn get_counter(&self, key: &str) -> Result<u64, CacheError>;
     /// Atomically increments a counter, returning the new value.
@@ -108,3 +140,24 @@ pub(crate) fn split_live(members: Vec<String>, alive: &[Option<u8>]) -> (Vec<Str
 
 /// Keys per UNLINK / SCAN COUNT batch.
 pub(crate) const BATCH: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_spread_evenly_and_scale_to_the_whole() {
+        let keys: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert_eq!(sample(&keys, 100).len(), 10, "all of them when few");
+        let picked: Vec<&str> = sample(&keys, 3).iter().map(|s| s.as_str()).collect();
+        assert_eq!(picked, ["0", "4", "8"]);
+        assert_eq!(
+            estimate(10, 3, 300),
+            PatternUsage {
+                keys: 10,
+                memory_bytes: 1000
+            }
+        );
+        assert_eq!(estimate(0, 0, 0), PatternUsage::default());
+    }
+}

@@ -8,7 +8,10 @@ use futures::stream::BoxStream;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::{BATCH, Backend, BackendInfo, BackendKind, member_key, split_live, used_memory};
+use super::{
+    BATCH, Backend, BackendInfo, BackendKind, PatternUsage, estimate, member_key, sample,
+    split_live, used_memory,
+};
 use crate::CacheError;
 
 /// Redis standalone through a pool of up to `max_connections` (50 by default) multiplexed
@@ -147,8 +150,29 @@ impl Backend for StandaloneBackend {
         self.delete(&keys).await
     }
 
-    async fn count_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
-        Ok(self.scan(pattern).await?.len() as u64)
+    async fn pattern_usage(
+        &self,
+        pattern: &str,
+        samples: usize,
+    ) -> Result<PatternUsage, CacheError> {
+        let keys = self.scan(pattern).await?;
+        let picked = sample(&keys, samples);
+        let mut pipe = redis::pipe();
+        for k in &picked {
+            pipe.cmd("MEMORY").arg("USAGE").arg(k.as_str());
+        }
+        let bytes: Vec<Option<u64>> = if picked.is_empty() {
+            Vec::new()
+        } else {
+            let mut conn = self.conn().await?;
+            let r = pipe.query_async(&mut *conn).await;
+            conn.check(r)?
+        };
+        Ok(estimate(
+            keys.len(),
+            picked.len(),
+            bytes.into_iter().flatten().sum(),
+        ))
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, CacheError> {
