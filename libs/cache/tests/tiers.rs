@@ -560,3 +560,52 @@ async fn values_travel_compressed_and_sit_in_l1_uncompressed() {
     assert_eq!(cb.get::<Vec<String>>(&key).await, Some(value));
     assert_eq!(l1_hits(&b), 1);
 }
+
+/// Commands share a connection until it has a pipeline's worth in flight: one task uses one
+/// connection; many concurrent tasks make the pool grow, never past its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_pipelines_over_few_connections_and_grows_under_load() {
+    use photos_cache::backend::{Backend, StandaloneBackend};
+    let server = RedisServer::start().await.unwrap();
+    let clients = || async {
+        let raw = redis::Client::open(server.url()).unwrap();
+        let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        // Not counting the connection asking.
+        list.lines().count() - 1
+    };
+    let pool = Arc::new(StandaloneBackend::new(&server.url(), 8, Duration::from_secs(2)).unwrap());
+    pool.set(
+        "k",
+        bytes::Bytes::from_static(b"v"),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    for _ in 0..200 {
+        assert!(pool.get("k").await.unwrap().is_some());
+    }
+    assert_eq!(pool.connections(), 1);
+    assert_eq!(clients().await, 1);
+
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    assert!(pool.get("k").await.unwrap().is_some());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let open = pool.connections();
+    assert!((2..=8).contains(&open), "{open} connections");
+    assert_eq!(clients().await, open);
+}
