@@ -1,5 +1,6 @@
-//! The tonic service: translates proto <-> domain, opens the statement-accounting scope of
-//! each call and returns its count in `x-db-query-count`. The cached reads produce encoded
+//! The tonic service: translates proto <-> domain and observes each call's SQL statements
+//! (counted by the runtime's per-call tracking scope, which returns them in
+//! `x-db-query-count`). The cached reads produce encoded
 //! responses, served by `encoded` in front of the generated server.
 
 use std::future::Future;
@@ -9,12 +10,11 @@ use photos_cache::policy;
 use photos_proto::catalog::v1::catalog_service_server::CatalogService;
 use photos_proto::catalog::v1::*;
 use photos_runtime::metrics::MethodLabels;
+use photos_runtime::tracking;
 use prost_types::{FieldMask, Timestamp};
 use tonic::codegen::BoxStream;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::accounting::{self, QUERY_COUNT_METADATA};
 use crate::cache::{Encoded, Freshness, family};
 use crate::catalog::{Catalog, parse_id};
 use crate::error::CatalogError;
@@ -139,14 +139,17 @@ fn mask_paths(mask: Option<FieldMask>, allowed: &[&str]) -> Result<Vec<String>, 
 }
 
 impl CatalogGrpc {
-    /// Runs one call inside a statement-accounting scope; the count goes back in metadata
-    /// on success and on error alike.
+    /// Runs one call and observes its SQL statements per method. The count itself comes from
+    /// the runtime's per-call tracking scope, which also puts it in `x-db-query-count` (with
+    /// whatever upstreams reported) on success and error alike.
     async fn call<T>(
         &self,
         method: &'static str,
         future: impl Future<Output = Result<T, CatalogError>>,
     ) -> Result<Response<T>, Status> {
-        let (result, statements) = accounting::scope(future).await;
+        let before = tracking::statements_so_far();
+        let result = future.await;
+        let statements = tracking::statements_so_far().saturating_sub(before);
         self.catalog
             .store()
             .metrics
@@ -156,19 +159,7 @@ impl CatalogGrpc {
                 method: method.into(),
             })
             .observe(f64::from(statements));
-        let count = MetadataValue::from(statements);
-        match result {
-            Ok(value) => {
-                let mut response = Response::new(value);
-                response.metadata_mut().insert(QUERY_COUNT_METADATA, count);
-                Ok(response)
-            }
-            Err(e) => {
-                let mut status = Status::from(e);
-                status.metadata_mut().insert(QUERY_COUNT_METADATA, count);
-                Err(status)
-            }
-        }
+        result.map(Response::new).map_err(Status::from)
     }
 }
 

@@ -1,6 +1,5 @@
 //! The catalog service: albums and photos on PostgreSQL (or the embedded SQLite database).
 
-pub mod accounting;
 pub mod cache;
 pub mod catalog;
 pub mod config;

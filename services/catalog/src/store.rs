@@ -20,7 +20,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
-use crate::accounting;
 use crate::config::DatabaseConfig;
 
 /// A bind parameter. Typed nulls: Postgres needs the type of a NULL it is sent.
@@ -321,7 +320,6 @@ impl Store {
 
     /// Counts and times one statement; slow ones are logged with their SQL and trace id.
     async fn timed<T>(&self, sql: &str, future: impl Future<Output = T>) -> T {
-        accounting::statement();
         photos_runtime::tracking::statement();
         self.metrics.statements.inc();
         let (open, idle, max) = match &self.pool {
