@@ -95,6 +95,35 @@ fn page_size(requested: i32, default: i32) -> Result<i64> {
     }
 }
 
+/// An object key the catalog records: storage decides which prefixes it manages, but a key that
+/// could climb out of its folder (or is not a key at all) is refused here too, so no row ever
+/// points at something storage would refuse to touch.
+fn check_key(field: &str, key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(CatalogError::invalid(format!(
+            "{field} must be 1 to {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    let problem = if key.starts_with('/') || key.starts_with('\\') {
+        Some("is absolute")
+    } else if key.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if key.split(['/', '\\']).any(|s| s == "." || s == "..") {
+        Some("contains a '.' or '..' path segment")
+    } else if key.contains("//") {
+        Some("contains an empty path segment")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(CatalogError::invalid(format!(
+            "{field} {:?} {p}",
+            key.chars().take(64).collect::<String>()
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn check_ids(field: &str, ids: &[String]) -> Result<Vec<i64>> {
     if ids.is_empty() {
         return Err(CatalogError::invalid(format!("{field} must not be empty")));
@@ -664,11 +693,7 @@ impl Catalog {
         let album_id = parse_id("album", &new.album_id)?;
         check_title("title", &new.title, false)?;
         check_len("caption", &new.caption, MAX_TEXT_CHARS)?;
-        if new.original_key.is_empty() || new.original_key.len() > MAX_KEY_BYTES {
-            return Err(CatalogError::invalid(format!(
-                "original_key must be 1 to {MAX_KEY_BYTES} bytes"
-            )));
-        }
+        check_key("original_key", &new.original_key)?;
         let sha = new.content_sha256.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(CatalogError::invalid(
@@ -1044,11 +1069,7 @@ impl Catalog {
                     "variant preset must be 1 to 64 bytes",
                 ));
             }
-            if v.object_key.is_empty() || v.object_key.len() > MAX_KEY_BYTES {
-                return Err(CatalogError::invalid(format!(
-                    "variant object_key must be 1 to {MAX_KEY_BYTES} bytes"
-                )));
-            }
+            check_key("variant object_key", &v.object_key)?;
             if !seen.insert((v.preset.as_str(), v.format)) {
                 return Err(CatalogError::invalid(format!(
                     "variant {} format {} is listed twice",
@@ -1251,5 +1272,38 @@ impl Catalog {
         ));
         let albums = parse_all(&self.store.rows(&s).await?)?;
         Ok((totals, albums))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_key;
+
+    #[test]
+    fn recorded_keys_cannot_climb_out_of_their_folder() {
+        for ok in [
+            "originals/1/abc",
+            "variants/ab/x-1x1-t1.webp",
+            "k",
+            "a..b/c.jpg",
+        ] {
+            assert!(check_key("original_key", ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "../originals/a.jpg",
+            "originals/../../etc/passwd",
+            "/originals/a.jpg",
+            "\\originals\\a.jpg",
+            "originals/a\\..\\..\\b",
+            "originals/./a.jpg",
+            "originals//a.jpg",
+            "originals/a\u{0}.jpg",
+            "originals/a\r\nb",
+        ] {
+            let e = check_key("original_key", bad).unwrap_err().to_string();
+            assert!(e.starts_with("original_key"), "{bad:?}: {e}");
+        }
+        assert!(check_key("k", &"a".repeat(super::MAX_KEY_BYTES + 1)).is_err());
     }
 }

@@ -373,21 +373,22 @@ async fn text_field(mut field: Field<'_>) -> ApiResult<String> {
     })
 }
 
-/// The declared type if it names an image type, so storage records something meaningful.
+/// The type the original is stored (and later served) with: the declared type only if it is one
+/// of the raster formats media decodes. Anything else, `image/svg+xml` included, is stored as
+/// `application/octet-stream`: a file that is both a JPEG and an SVG or HTML page (a polyglot)
+/// passes media as a JPEG, and must never reach a browser as a type that runs scripts.
 fn content_type(field: &Field<'_>) -> String {
-    field
-        .content_type()
-        .filter(|t| {
-            t.strip_prefix("image/").is_some_and(|sub| {
-                !sub.is_empty()
-                    && sub.len() < 64
-                    && sub
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-            })
+    stored_type(field.content_type()).to_owned()
+}
+
+fn stored_type(declared: Option<&str>) -> &'static str {
+    const RASTER: [&str; 4] = ["image/jpeg", "image/png", "image/webp", "image/gif"];
+    declared
+        .and_then(|t| {
+            let t = t.split(';').next().unwrap_or_default().trim();
+            RASTER.into_iter().find(|r| r.eq_ignore_ascii_case(t))
         })
         .unwrap_or("application/octet-stream")
-        .to_owned()
 }
 
 async fn hash_file(state: &AppState, field: &mut Field<'_>) -> ApiResult<StoredFile> {
@@ -514,4 +515,26 @@ async fn feed(
         send(buf).await?;
     }
     Ok((hex(&hasher.finalize()), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_type;
+
+    #[test]
+    fn only_raster_types_are_stored_as_declared() {
+        assert_eq!(stored_type(Some("image/jpeg")), "image/jpeg");
+        assert_eq!(stored_type(Some("IMAGE/PNG")), "image/png");
+        assert_eq!(stored_type(Some("image/webp; q=1")), "image/webp");
+        for risky in [
+            Some("image/svg+xml"),
+            Some("text/html"),
+            Some("image/jpeg, text/html"),
+            Some("image/x-icon"),
+            Some(""),
+            None,
+        ] {
+            assert_eq!(stored_type(risky), "application/octet-stream", "{risky:?}");
+        }
+    }
 }
