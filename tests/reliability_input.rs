@@ -7,6 +7,8 @@
 //! `Content-Length` (`gateway_upload.rs`); oversize, malformed and unknown-field JSON
 //! (`gateway_api.rs`); traversal keys on every storage RPC (`services/storage/tests/api/objects.rs`);
 //! tampered and foreign page tokens on the catalog's RPCs (`services/catalog/tests/api/suite.rs`).
+// The figures (statuses, memory, latency) are the report: printed for `--no-capture` runs.
+#![allow(clippy::print_stdout)]
 
 mod common;
 mod memory;
