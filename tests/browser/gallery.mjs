@@ -169,6 +169,25 @@ try {
   assert.equal(await page.locator("#upload-status").textContent(), "Uploaded 1 of 1.",
     await result.first().textContent());
   const newId = await page.locator("#upload-results li.uploaded").getAttribute("data-id");
+
+  // Regenerate the album's thumbnails: the progress bar follows the catalog's job to 100 %.
+  await page.selectOption("#regen-album", albumId);
+  const progress = page.locator("#regen-progress");
+  assert.equal(await progress.isHidden(), true, "no progress before a job");
+  const polls = [];
+  page.on("response", (r) => r.url().includes("/api/v1/admin/jobs/") && polls.push(r.status()));
+  await page.click("#regen");
+  await page.waitForFunction(
+    () => document.getElementById("regen-progress").dataset.state === "succeeded",
+    undefined,
+    { timeout: 120_000 },
+  );
+  assert.equal(await progress.evaluate((p) => p.value), 100, "the bar reaches 100 %");
+  const regen = await page.locator("#regen-status").textContent();
+  assert.match(regen, new RegExp(`succeeded: ${photos.length + 1} of ${photos.length + 1} photos \\(100 %\\)`), regen);
+  assert.ok(polls.length >= 2, `the job was started and polled (${polls.join(", ")})`);
+  assert.equal(await page.locator("#regen").isEnabled(), true, "the button is usable again");
+  log(`thumbnails regenerated with live progress: ${regen}`);
   await page.locator("#cache-refresh").click();
   await page.locator("#cache-rows tr").first().waitFor();
   await page.locator("#perf-refresh").click();

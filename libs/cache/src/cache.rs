@@ -1199,6 +1199,60 @@ impl NamedCache {
         self.cache.invalidate_keys(&[pk]).await
     }
 
+    // ---- Shared records: coordination between processes, not caching ----
+    //
+    // Records live in the remote tier only (Redis; the process's own memory when the cache is
+    // in-process) and never in the L1, so every process sees the same record and the
+    // operations are atomic across processes. Unlike the read-through methods they fail when
+    // Redis is unreachable (`CacheError::Unavailable` while the breaker is open): a caller
+    // that needs the record decides what to do without it. Read them only with these methods.
+
+    /// Stores `value` under `key` for `ttl` unless a record is there; returns the record that
+    /// is there (`None`: this call stored `value`). Atomic across processes.
+    pub async fn put_record_if_absent<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<Option<T>, CacheError> {
+        let codec = &self.cache.inner.config.codec;
+        let bytes = Bytes::from(codec.encode(value)?);
+        let pk = self.cache.resolve(key).await;
+        let held = self
+            .cache
+            .remote_call(self.cache.inner.remote.set_if_absent(&pk, bytes, ttl))
+            .await?;
+        held.map(|b| codec.decode(&b)).transpose()
+    }
+
+    /// Stores (or replaces) a record for `ttl`.
+    pub async fn put_record<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let bytes = Bytes::from(self.cache.inner.config.codec.encode(value)?);
+        let pk = self.cache.resolve(key).await;
+        self.cache
+            .remote_call(self.cache.inner.remote.set(&pk, bytes, ttl))
+            .await
+    }
+
+    /// Removes the record under `key` if it is still `expected` (e.g. a claim this process
+    /// made, not a successor's); returns whether it did. Atomic across processes.
+    pub async fn delete_record_if<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        expected: &T,
+    ) -> Result<bool, CacheError> {
+        let bytes = Bytes::from(self.cache.inner.config.codec.encode(expected)?);
+        let pk = self.cache.resolve(key).await;
+        self.cache
+            .remote_call(self.cache.inner.remote.delete_if_equal(&pk, bytes))
+            .await
+    }
+
     /// Read-through: returns the cached value, or runs `load` once per key per process however
     /// many callers miss at the same time, stores the result and returns it. A hit within
     /// `policy.refresh_ahead` of expiry reloads the entry (one caller; the others get the

@@ -343,6 +343,86 @@ mod cases {
         assert_eq!(cache.stats().len(), 3);
     }
 
+    pub async fn records_are_claimed_once_and_released_only_by_their_holder(cache: &Cache) {
+        let c = cache.named(CacheName::Sessions);
+        let key = c.key("claim").part("k1").build();
+        // 20 contenders at once: exactly one stores its record, the rest see that record.
+        let mut tasks = Vec::new();
+        for i in 0..20u32 {
+            let (c, key) = (c.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                (
+                    i,
+                    c.put_record_if_absent(&key, &i, Duration::from_secs(30))
+                        .await
+                        .unwrap(),
+                )
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut seen = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (i, None) => winners.push(i),
+                (_, Some(held)) => seen.push(held),
+            }
+        }
+        assert_eq!(winners.len(), 1, "one claim wins: {winners:?}");
+        assert!(
+            seen.iter().all(|h| *h == winners[0]),
+            "{seen:?} vs {winners:?}"
+        );
+        // Only the holder's value releases it.
+        let other = winners[0] + 100;
+        assert!(!c.delete_record_if(&key, &other).await.unwrap());
+        assert_eq!(
+            c.put_record_if_absent(&key, &other, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Some(winners[0])
+        );
+        assert!(c.delete_record_if(&key, &winners[0]).await.unwrap());
+        assert!(
+            !c.delete_record_if(&key, &winners[0]).await.unwrap(),
+            "gone"
+        );
+        // Replaced records read back; short-lived ones expire.
+        assert_eq!(
+            c.put_record_if_absent(&key, &7u32, Duration::from_millis(300))
+                .await
+                .unwrap(),
+            None
+        );
+        c.put_record(&key, &8u32, Duration::from_millis(1500))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.put_record_if_absent(&key, &9u32, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Some(8)
+        );
+        photos_testkit::wait::until(
+            "record expiry",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let (c, key) = (c.clone(), key.clone());
+                async move {
+                    match c
+                        .put_record_if_absent(&key, &10u32, Duration::from_secs(30))
+                        .await
+                    {
+                        Ok(None) => Ok(()),
+                        _ => Err("still held"),
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn entries_expire(cache: &Cache) {
         let c = cache.named(CacheName::Sessions);
         let key = c.key("token").part("t").build();
@@ -407,6 +487,13 @@ macro_rules! backend_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn stats_count_hits_and_misses() {
                 cases::stats_count_hits_and_misses(&super::$backend().await.cache).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn records_are_claimed_once_and_released_only_by_their_holder() {
+                cases::records_are_claimed_once_and_released_only_by_their_holder(
+                    &super::$backend().await.cache,
+                )
+                .await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn entries_expire() {

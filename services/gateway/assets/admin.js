@@ -1,16 +1,19 @@
-// Admin page: token, albums (batch publish/unpublish), upload, cache stats, performance report.
-// Regenerating thumbnails is not offered: the gateway has no jobs endpoint (photosctl runs jobs).
+// Admin page: token, albums (batch publish/unpublish), upload, thumbnail regeneration with live
+// progress (a catalog job, polled), cache stats, performance report.
 import { api, el, setToken, status, token } from "./common.js";
 
 const albums = new Map();
 const rows = document.getElementById("album-rows");
 const target = document.getElementById("upload-album");
+const regenAlbum = document.getElementById("regen-album");
 
 function renderAlbums() {
   const selected = new Set(checked());
   const current = target.value;
+  const regenCurrent = regenAlbum.value;
   rows.replaceChildren();
   target.replaceChildren();
+  regenAlbum.replaceChildren(el("option", { value: "" }, "All albums"));
   for (const a of albums.values()) {
     const box = el("input", { type: "checkbox", value: a.id, "aria-label": `select ${a.title}` });
     box.checked = selected.has(a.id);
@@ -26,8 +29,10 @@ function renderAlbums() {
       ),
     );
     target.append(el("option", { value: a.id }, `${a.title} (${a.id})`));
+    regenAlbum.append(el("option", { value: a.id }, `${a.title} (${a.id})`));
   }
   if (albums.has(current)) target.value = current;
+  if (albums.has(regenCurrent)) regenAlbum.value = regenCurrent;
 }
 
 function checked() {
@@ -112,6 +117,44 @@ async function upload(event) {
   await refreshAlbums();
 }
 
+const POLL_MS = 300;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function showJob(job) {
+  const bar = document.getElementById("regen-progress");
+  bar.hidden = false;
+  bar.value = job.percent;
+  bar.dataset.state = job.state;
+  const counts = job.total ? `${job.done} of ${job.total} photos` : "listing photos";
+  const failed = job.failed ? `, ${job.failed} failed` : "";
+  const error = job.error ? `: ${job.error}` : "";
+  status("regen-status", `Job ${job.id} ${job.state}: ${counts}${failed} (${job.percent} %)${error}`,
+    job.state === "failed" || job.failed > 0);
+}
+
+// Starts the catalog's generate-thumbnails job and follows it until it finishes.
+async function regenerate(event) {
+  event.preventDefault();
+  const button = document.getElementById("regen");
+  button.disabled = true;
+  try {
+    const json = {};
+    if (regenAlbum.value) json.album_id = regenAlbum.value;
+    if (document.getElementById("regen-missing").checked) json.missing_only = true;
+    let job = await api("/api/v1/admin/jobs/regenerate-thumbnails", { method: "POST", json });
+    showJob(job);
+    while (!job.finished) {
+      await sleep(POLL_MS);
+      job = await api(`/api/v1/admin/jobs/${encodeURIComponent(job.id)}`);
+      showJob(job);
+    }
+  } catch (e) {
+    status("regen-status", `Could not regenerate thumbnails: ${e.message}`, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function cell(value) {
   return el("td", {}, String(value));
 }
@@ -189,6 +232,7 @@ document.getElementById("publish").addEventListener("click", () => setPublished(
 document.getElementById("unpublish").addEventListener("click", () => setPublished(false));
 document.getElementById("albums-refresh").addEventListener("click", refreshAlbums);
 document.getElementById("upload-form").addEventListener("submit", upload);
+document.getElementById("regen-form").addEventListener("submit", regenerate);
 document.getElementById("cache-refresh").addEventListener("click", cacheStats);
 document.getElementById("perf-refresh").addEventListener("click", performance);
 refreshAlbums();

@@ -17,6 +17,7 @@ pub struct GatewayConfig {
     pub sources: SourcesConfig,
     pub cors: CorsConfig,
     pub rate_limit: RateLimitConfig,
+    pub cache: CacheConfig,
     pub catalog: UpstreamConfig,
     pub media: UpstreamConfig,
     pub storage: UpstreamConfig,
@@ -53,7 +54,8 @@ pub struct UploadConfig {
     pub chunk_bytes: usize,
     /// How long a completed upload's response is replayed for its `Idempotency-Key`.
     pub idempotency_ttl_seconds: u64,
-    /// Idempotency keys remembered at once (per gateway replica).
+    /// Idempotency keys remembered at once when they are kept in process (no `cache.url`);
+    /// bounds that store at about 512 bytes per key. With Redis, its own memory policy rules.
     pub idempotency_max_keys: u64,
 }
 
@@ -137,6 +139,29 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// Where the gateway keeps state its replicas share (today: `Idempotency-Key` records).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheConfig {
+    /// `redis://[:password@]host:port/db` of a standalone Redis shared by every replica.
+    pub url: Secret,
+    /// `redis://host:port` of some Redis Cluster nodes (instead of `url`).
+    pub cluster_nodes: Vec<Secret>,
+    /// First segment of the gateway's keys. Keep it apart from the catalog's (`photos`): the
+    /// gateway would otherwise join the catalog's invalidation peers.
+    pub prefix: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            cluster_nodes: Vec::new(),
+            prefix: "photos-gateway".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthConfig {
@@ -184,6 +209,7 @@ impl Default for GatewayConfig {
             sources: SourcesConfig::default(),
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            cache: CacheConfig::default(),
             catalog: UpstreamConfig::new("http://127.0.0.1:50051"),
             // Uploads stream through storage and media decodes whole photos: both get the
             // servers' own 30 s ceiling rather than the 10 s default of quick reads.
@@ -263,6 +289,35 @@ impl Validate for GatewayConfig {
             return Err(ConfigError::new(
                 "rate_limit.burst",
                 "must be at least 1 when rate limiting is on",
+            ));
+        }
+        for url in std::iter::once(&self.cache.url).chain(&self.cache.cluster_nodes) {
+            let e = url.expose();
+            if !(e.is_empty() || e.starts_with("redis://") || e.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    if std::ptr::eq(url, &self.cache.url) {
+                        "cache.url"
+                    } else {
+                        "cache.cluster_nodes"
+                    },
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+        }
+        if !self.cache.url.is_empty() && !self.cache.cluster_nodes.is_empty() {
+            return Err(ConfigError::new(
+                "cache.url",
+                "set cache.url (standalone) or cache.cluster_nodes (cluster), not both",
+            ));
+        }
+        let prefix = &self.cache.prefix;
+        if prefix.is_empty()
+            || prefix
+                .contains(|ch: char| ch == ':' || ch.is_whitespace() || "*?[]\\{}".contains(ch))
+        {
+            return Err(ConfigError::new(
+                "cache.prefix",
+                "must be non-empty, without ':', whitespace, braces or glob characters (e.g. \"photos-gateway\")",
             ));
         }
         self.catalog.validate_as("catalog")?;

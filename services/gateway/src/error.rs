@@ -13,6 +13,8 @@ pub enum GatewayError {
     Auth(String),
     #[error(transparent)]
     Upstream(#[from] photos_runtime::client::ChannelError),
+    #[error("cache: {0}")]
+    Cache(#[from] photos_cache::CacheError),
     #[error("{}", .0.message())]
     Downstream(#[from] tonic::Status),
     #[error("no such route")]
@@ -47,6 +49,7 @@ impl GatewayError {
             GatewayError::Bind { .. }
             | GatewayError::Auth(_)
             | GatewayError::Upstream(_)
+            | GatewayError::Cache(_)
             | GatewayError::Serve(_) => ErrorKind::Internal,
         }
     }

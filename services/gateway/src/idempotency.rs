@@ -3,33 +3,39 @@
 //! with fresh links); the same key with a different request is refused with 422; a retry while
 //! the first request is still running gets 409.
 //!
-//! Keys live in this replica's memory. A retry that reaches another replica still ends on the
-//! same photo through the catalog's uniqueness on (album, content hash), answered 200 instead
-//! of 201; what only this store adds is the 422 for a reused key with a different body.
+//! Keys are records in the shared cache (`photos-cache`, `put_record_if_absent`: atomic across
+//! processes, never held in a replica's L1): with `cache.url` (Redis) or `cache.cluster_nodes`
+//! every gateway replica sees every key; without, the store is this process's memory. If Redis
+//! cannot be reached the upload runs without the key's protection (logged): a retry still ends
+//! on the same photo through the catalog's uniqueness on (album, content hash), answered 200
+//! instead of 201, but a reused key with a different body is not caught.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use moka::ops::compute::Op;
+use photos_cache::{CacheKey, NamedCache};
+use serde::{Deserialize, Serialize};
 
 use crate::error::GatewayError;
 
-/// A key is scoped to the user who sent it: two users' keys never collide.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Scope {
-    user: String,
-    key: String,
-}
+/// How long a claim of a running request holds its key if its replica dies before finishing
+/// or releasing it (a finished request's outcome is kept for `idempotency_ttl_seconds`).
+const RUNNING_TTL: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Debug, Clone)]
-enum Entry {
-    Running(u64),
-    Done(Arc<Outcome>),
+/// Key family in the shared cache; keys are scoped to the user, so two users' keys never
+/// collide.
+const FAMILY: &str = "idempotency";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Record {
+    /// A request holds the key; `claim` is its random id, so only it releases the key.
+    Running {
+        claim: u128,
+    },
+    Done(Outcome),
 }
 
 /// What a completed request produced, enough to answer a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// SHA-256 over what identifies the request (album, form fields, file bytes).
     pub fingerprint: [u8; 32],
@@ -39,31 +45,40 @@ pub struct Outcome {
 
 #[derive(Clone)]
 pub struct Idempotency {
-    entries: moka::sync::Cache<Scope, Entry>,
-    tickets: Arc<AtomicU64>,
+    records: NamedCache,
+    ttl: Duration,
 }
 
 pub enum Claim {
     /// First use of the key: run the request, then `complete` the ticket.
     Fresh(Ticket),
     Running,
-    Done(Arc<Outcome>),
+    Done(Outcome),
+    /// The shared store cannot be reached: run the request unprotected.
+    Unavailable,
 }
 
 /// The right to run the request for a key. Dropped without `complete` (the request failed or
 /// its client went away), it frees the key so a retry can run.
 pub struct Ticket {
-    entries: moka::sync::Cache<Scope, Entry>,
-    scope: Scope,
-    id: u64,
+    records: NamedCache,
+    key: CacheKey,
+    claim: u128,
+    ttl: Duration,
     completed: bool,
 }
 
 impl Ticket {
-    pub fn complete(mut self, outcome: Outcome) {
-        self.entries
-            .insert(self.scope.clone(), Entry::Done(Arc::new(outcome)));
+    pub async fn complete(mut self, outcome: Outcome) {
         self.completed = true;
+        if let Err(e) = self
+            .records
+            .put_record(&self.key, &Record::Done(outcome), self.ttl)
+            .await
+        {
+            // The claim expires by itself (RUNNING_TTL); until then a retry gets 409.
+            tracing::warn!(error = %e, "could not record an idempotent upload's outcome");
+        }
     }
 }
 
@@ -72,13 +87,17 @@ impl Drop for Ticket {
         if self.completed {
             return;
         }
-        let id = self.id;
-        self.entries
-            .entry(self.scope.clone())
-            .and_compute_with(|current| match current.map(|e| e.into_value()) {
-                Some(Entry::Running(running)) if running == id => Op::Remove,
-                _ => Op::Nop,
+        let (records, key) = (self.records.clone(), self.key.clone());
+        let mine = Record::Running { claim: self.claim };
+        // Drop cannot wait; the release is one atomic compare-and-delete, so it cannot remove
+        // a successor's claim. Without a runtime (shutdown) the claim expires instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = records.delete_record_if(&key, &mine).await {
+                    tracing::warn!(error = %e, "could not release an idempotency key; it expires by itself");
+                }
             });
+        }
     }
 }
 
@@ -100,38 +119,37 @@ pub fn parse_key(value: &axum::http::HeaderValue) -> Result<String, GatewayError
     Ok(key.to_owned())
 }
 
+fn random_claim() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
 impl Idempotency {
-    pub fn new(ttl: Duration, max_keys: u64) -> Self {
-        Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_live(ttl)
-                .build(),
-            tickets: Arc::new(AtomicU64::new(0)),
-        }
+    /// `records`: the shared cache's session cache; `ttl`: how long an outcome is replayed.
+    pub fn new(records: NamedCache, ttl: Duration) -> Self {
+        Self { records, ttl }
     }
 
-    pub fn claim(&self, user: &str, key: String) -> Claim {
-        let scope = Scope {
-            user: user.to_owned(),
-            key,
-        };
-        let id = self.tickets.fetch_add(1, Ordering::Relaxed);
-        let entry = self
-            .entries
-            .entry(scope.clone())
-            .or_insert_with(|| Entry::Running(id));
-        if entry.is_fresh() {
-            return Claim::Fresh(Ticket {
-                entries: self.entries.clone(),
-                scope,
-                id,
+    pub async fn claim(&self, user: &str, key: &str) -> Claim {
+        let cache_key = self.records.key(FAMILY).user(user).part(key).build();
+        let claim = random_claim();
+        match self
+            .records
+            .put_record_if_absent(&cache_key, &Record::Running { claim }, RUNNING_TTL)
+            .await
+        {
+            Ok(None) => Claim::Fresh(Ticket {
+                records: self.records.clone(),
+                key: cache_key,
+                claim,
+                ttl: self.ttl,
                 completed: false,
-            });
-        }
-        match entry.into_value() {
-            Entry::Running(_) => Claim::Running,
-            Entry::Done(outcome) => Claim::Done(outcome),
+            }),
+            Ok(Some(Record::Running { .. })) => Claim::Running,
+            Ok(Some(Record::Done(outcome))) => Claim::Done(outcome),
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency store unavailable; the upload runs without its key's protection");
+                Claim::Unavailable
+            }
         }
     }
 }
@@ -139,6 +157,7 @@ impl Idempotency {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use photos_cache::{Cache, CacheName};
 
     fn outcome(photo: &str) -> Outcome {
         Outcome {
@@ -148,30 +167,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_key_runs_once_then_replays_its_outcome() {
-        let store = Idempotency::new(Duration::from_secs(60), 100);
-        let Claim::Fresh(ticket) = store.claim("alice", "k1".into()) else {
+    async fn store() -> Idempotency {
+        Idempotency::new(
+            Cache::memory().await.named(CacheName::Sessions),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_runs_once_then_replays_its_outcome() {
+        let store = store().await;
+        let Claim::Fresh(ticket) = store.claim("alice", "k1").await else {
             panic!("first claim must be fresh");
         };
-        assert!(matches!(store.claim("alice", "k1".into()), Claim::Running));
+        assert!(matches!(store.claim("alice", "k1").await, Claim::Running));
         // Another user's identical key is a different key.
-        assert!(matches!(store.claim("bob", "k1".into()), Claim::Fresh(_)));
-        ticket.complete(outcome("42"));
-        match store.claim("alice", "k1".into()) {
-            Claim::Done(o) => assert_eq!(*o, outcome("42")),
+        assert!(matches!(store.claim("bob", "k1").await, Claim::Fresh(_)));
+        ticket.complete(outcome("42")).await;
+        match store.claim("alice", "k1").await {
+            Claim::Done(o) => assert_eq!(o, outcome("42")),
             _ => panic!("completed key must replay"),
         }
     }
 
-    #[test]
-    fn an_abandoned_ticket_frees_its_key() {
-        let store = Idempotency::new(Duration::from_secs(60), 100);
-        let Claim::Fresh(ticket) = store.claim("alice", "k".into()) else {
+    #[tokio::test]
+    async fn an_abandoned_ticket_frees_its_key() {
+        let store = store().await;
+        let Claim::Fresh(ticket) = store.claim("alice", "k").await else {
             panic!("fresh");
         };
         drop(ticket);
-        assert!(matches!(store.claim("alice", "k".into()), Claim::Fresh(_)));
+        // The release runs on the runtime; it is one compare-and-delete.
+        for _ in 0..100 {
+            if matches!(store.claim("alice", "k").await, Claim::Fresh(_)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the abandoned key was never freed");
     }
 
     #[test]

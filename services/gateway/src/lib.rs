@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 mod http_cache;
 mod idempotency;
+mod jobs;
 mod openapi;
 mod pages;
 mod ratelimit;
@@ -26,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use photos_proto::cache_admin::v1::cache_admin_service_client::CacheAdminServiceClient;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use photos_proto::jobs::v1::job_service_client::JobServiceClient;
 use photos_proto::media::v1::media_service_client::MediaServiceClient;
 use photos_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
@@ -42,6 +44,8 @@ pub use error::GatewayError;
 #[derive(Clone)]
 struct AppState {
     catalog: CatalogServiceClient<Channel>,
+    /// The catalog's durable jobs API (same address as the catalog).
+    jobs: JobServiceClient<Channel>,
     media: MediaServiceClient<Channel>,
     storage: StorageServiceClient<Channel>,
     cache_admin: CacheAdminServiceClient<Channel>,
@@ -76,8 +80,10 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         .await
         .map_err(|source| GatewayError::Bind { addr, source })?;
     let draining = Arc::new(AtomicBool::new(false));
+    let catalog = Channel::connect_lazy(&config.catalog)?;
     let state = AppState {
-        catalog: CatalogServiceClient::new(Channel::connect_lazy(&config.catalog)?),
+        catalog: CatalogServiceClient::new(catalog.clone()),
+        jobs: JobServiceClient::new(catalog),
         // Originals above tonic's 4 MiB default never travel as one message, but media's
         // answers list every variant and may pass it on large preset tables.
         media: MediaServiceClient::new(Channel::connect_lazy(&config.media)?)
@@ -88,8 +94,10 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         verifier: auth::Verifier::new(&config.auth).map_err(GatewayError::Auth)?,
         sources: sources::Sources::new(&config.sources),
         idempotency: idempotency::Idempotency::new(
+            shared_cache(&config)
+                .await?
+                .named(photos_cache::CacheName::Sessions),
             Duration::from_secs(config.upload.idempotency_ttl_seconds),
-            config.upload.idempotency_max_keys,
         ),
         rate_limiter: ratelimit::RateLimiter::new(&config.rate_limit),
         upload: Arc::new(config.upload.clone()),
@@ -129,6 +137,11 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         .route("/api/v1/admin/albums/reorder", post(api::reorder_albums))
         .route("/api/v1/admin/cache-stats", get(api::cache_stats))
         .route("/api/v1/admin/performance", get(api::performance))
+        .route(
+            "/api/v1/admin/jobs/regenerate-thumbnails",
+            post(jobs::regenerate_thumbnails),
+        )
+        .route("/api/v1/admin/jobs/{id}", get(jobs::get_job))
         .route("/api/openapi.json", get(openapi::document))
         .layer(axum::middleware::from_fn(http_cache::etag))
         .layer(DefaultBodyLimit::max(config.http.max_json_bytes))
@@ -220,6 +233,30 @@ impl Application {
         let _ = reporting.await;
         outcome
     }
+}
+
+/// The state replicas share: Redis (standalone or cluster) when configured, else this
+/// process's memory.
+async fn shared_cache(config: &GatewayConfig) -> Result<photos_cache::Cache, GatewayError> {
+    let c = &config.cache;
+    let cache = photos_cache::CacheConfig {
+        redis_url: c.url.expose().to_owned(),
+        cluster_nodes: c
+            .cluster_nodes
+            .iter()
+            .map(|n| n.expose().to_owned())
+            .collect(),
+        prefix: c.prefix.clone(),
+        // In process it holds only idempotency records (about 512 bytes each); with Redis the
+        // L1 is never used by records.
+        l1_max_bytes: config
+            .upload
+            .idempotency_max_keys
+            .saturating_mul(512)
+            .max(1 << 20),
+        ..photos_cache::CacheConfig::default()
+    };
+    Ok(photos_cache::Cache::connect(cache).await?)
 }
 
 /// The CORS allowlist; None when no origin is allowed (browsers then refuse cross-origin calls).

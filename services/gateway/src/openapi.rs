@@ -37,6 +37,35 @@ pub async fn document() -> Json<serde_json::Value> {
     }}}});
     upload["responses"]["201"] = serde_json::json!({"description": "created", "content": {"application/json": {"schema": photo}}});
     upload["responses"]["200"] = serde_json::json!({"description": "the album already had these bytes, or a replay", "content": {"application/json": {"schema": photo}}});
+    let job = serde_json::json!({"$ref": "#/components/schemas/Job"});
+    let mut regenerate = op(
+        "Start regenerating thumbnails (admin): a durable `generate-thumbnails` job run by the catalog's workers, \
+         one item per photo (media re-derives the thumbnail in JPEG and WebP from the original; the catalog records it). \
+         No body: every photo of every album. 202 with the queued job and `Location: /api/v1/admin/jobs/{id}`. \
+         `Idempotency-Key`: a retry with the same key returns the same job",
+        true,
+    );
+    regenerate["parameters"] = serde_json::json!([{
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "schema": {"type": "string", "maxLength": 255},
+    }]);
+    regenerate["requestBody"] = serde_json::json!({"required": false, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": false,
+        "properties": {
+            "album_id": {"type": "string", "description": "one album; absent for every album"},
+            "missing_only": {"type": "boolean", "description": "only photos without a JPEG thumbnail"},
+            "workers": {"type": "integer", "minimum": 1, "maximum": 16, "description": "photos processed at once; absent for the catalog's default (4)"},
+        },
+    }}}});
+    regenerate["responses"]["202"] = serde_json::json!({
+        "description": "queued", "headers": {"Location": {"schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": job}},
+    });
+    let mut get_job = op(
+        "A job's progress (admin); poll until `finished`. Unknown id: 404",
+        true,
+    );
+    get_job["responses"]["200"] = serde_json::json!({"description": "the job now", "content": {"application/json": {"schema": job}}});
     Json(serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "photos gateway", "version": "v1"},
@@ -67,6 +96,8 @@ pub async fn document() -> Json<serde_json::Value> {
             "/api/v1/admin/albums/reorder": {"post": op("Set the album order `{\"album_ids\": [...]}` (admin); each album's order becomes its position", true)},
             "/api/v1/admin/cache-stats": {"get": op("Cache statistics (admin)", true)},
             "/api/v1/admin/performance": {"get": op("The mesh's performance report (admin)", true)},
+            "/api/v1/admin/jobs/regenerate-thumbnails": {"post": regenerate},
+            "/api/v1/admin/jobs/{id}": {"get": get_job},
             "/healthz": {"get": {"summary": "200 while serving, 503 while draining", "responses": {"200": {"description": "ok"}}}},
         },
         "components": {
@@ -87,6 +118,22 @@ pub async fn document() -> Json<serde_json::Value> {
                         "preset": {"type": "string"}, "format": {"enum": ["jpeg", "webp", "png", "gif"]},
                         "width": {"type": "integer"}, "height": {"type": "integer"}, "bytes": {"type": "integer"},
                         "url": {"type": "string", "format": "uri"},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "kind": {"enum": ["generate-thumbnails", "optimize-images", "warm-cache", "cleanup-s3"]},
+                        "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                        "total": {"type": "integer", "description": "items (photos); 0 until listed"},
+                        "done": {"type": "integer", "description": "items finished, failed ones included"},
+                        "failed": {"type": "integer"},
+                        "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "finished": {"type": "boolean", "description": "in a final state"},
+                        "error": {"type": "string", "description": "why a failed job could not run"},
+                        "created_at": {"type": ["string", "null"]}, "started_at": {"type": ["string", "null"]},
+                        "finished_at": {"type": ["string", "null"]},
                     },
                 },
                 "Photo": {

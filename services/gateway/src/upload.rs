@@ -119,8 +119,12 @@ pub async fn upload_photo(
     let album = managed_album(&mut state, &principal, &album_id).await?;
     let user = principal.user_id().unwrap_or_default().to_owned();
 
-    let ticket = match idempotency_key.map(|k| state.idempotency.claim(&user, k)) {
+    let claim = match &idempotency_key {
+        Some(key) => Some(state.idempotency.claim(&user, key).await),
         None => None,
+    };
+    let ticket = match claim {
+        None | Some(Claim::Unavailable) => None,
         Some(Claim::Fresh(ticket)) => Some(ticket),
         Some(Claim::Running) => {
             return Err(GatewayError::Rejected {
@@ -170,11 +174,13 @@ pub async fn upload_photo(
     let (photo, created) = result?;
     let status = if created { 201 } else { 200 };
     if let Some(ticket) = ticket {
-        ticket.complete(Outcome {
-            fingerprint,
-            status,
-            photo_id: photo.id.clone(),
-        });
+        ticket
+            .complete(Outcome {
+                fingerprint,
+                status,
+                photo_id: photo.id.clone(),
+            })
+            .await;
     }
     respond(&state, &album, photo, status).await
 }

@@ -142,6 +142,30 @@ impl Backend for ClusterBackend {
         Ok(n)
     }
 
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, CacheError> {
+        let mut conn = self.conn.clone();
+        let ttl = (ttl.as_millis().max(1) as u64).to_string();
+        // EVAL is routed by its key to the slot's master.
+        let held: Option<Vec<u8>> =
+            super::eval(super::SET_IF_ABSENT, key, &[value.as_ref(), ttl.as_bytes()])
+                .query_async(&mut conn)
+                .await?;
+        Ok(held.map(Bytes::from))
+    }
+
+    async fn delete_if_equal(&self, key: &str, expected: Bytes) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = super::eval(super::DELETE_IF_EQUAL, key, &[expected.as_ref()])
+            .query_async(&mut conn)
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         let keys = self.scan(pattern).await?;
         self.delete(&keys).await

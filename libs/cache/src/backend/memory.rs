@@ -97,6 +97,53 @@ impl Backend for MemoryBackend {
         Ok(n)
     }
 
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, CacheError> {
+        use moka::ops::compute::Op;
+        let mut held = None;
+        self.data
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let now = Instant::now();
+                let op = match current.map(|e| e.into_value()) {
+                    Some(e) if e.expires > now => {
+                        held = Some(e.value);
+                        Op::Nop
+                    }
+                    _ => Op::Put(Entry {
+                        value,
+                        expires: now + ttl,
+                    }),
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(held)
+    }
+
+    async fn delete_if_equal(&self, key: &str, expected: Bytes) -> Result<bool, CacheError> {
+        use moka::ops::compute::Op;
+        let mut removed = false;
+        self.data
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let op = match current.map(|e| e.into_value()) {
+                    Some(e) if e.expires > Instant::now() && e.value == expected => {
+                        removed = true;
+                        Op::Remove
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(removed)
+    }
+
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         let keys = self.matching(pattern);
         self.delete(&keys).await

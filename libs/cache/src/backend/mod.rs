@@ -75,6 +75,16 @@ pub trait Backend: Send + Sync + 'static {
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
     /// Removes keys; returns how many existed.
     async fn delete(&self, keys: &[String]) -> Result<u64, CacheError>;
+    /// Atomically stores `value` for `ttl` unless `key` holds a value; returns the value it
+    /// holds (`None`: stored). One round trip (a script on Redis).
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, CacheError>;
+    /// Atomically removes `key` if it holds exactly `expected`; returns whether it did.
+    async fn delete_if_equal(&self, key: &str, expected: Bytes) -> Result<bool, CacheError>;
     /// Removes every key matching a glob (SCAN on every master, UNLINK in batches).
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError>;
     /// Counts keys matching a glob (SCAN on every master) and the memory they use, measured
@@ -108,6 +118,25 @@ pub trait Backend: Send + Sync + 'static {
     /// A cheap round-trip that proves the data path works.
     async fn ping(&self) -> Result<(), CacheError>;
     async fn info(&self) -> Result<BackendInfo, CacheError>;
+}
+
+/// `set_if_absent` on Redis: GET then SET PX in one script (SET NX GET needs Redis 7).
+pub(crate) const SET_IF_ABSENT: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v then return v end \
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return false";
+
+/// `delete_if_equal` on Redis.
+pub(crate) const DELETE_IF_EQUAL: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) end return 0";
+
+/// The EVAL of one of the scripts above on one key.
+pub(crate) fn eval(script: &str, key: &str, args: &[&[u8]]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key);
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd
 }
 
 /// Parses `used_memory:` from INFO memory.

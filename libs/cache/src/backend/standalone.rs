@@ -204,6 +204,34 @@ impl Backend for StandaloneBackend {
         Ok(n)
     }
 
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, CacheError> {
+        let ttl = (ttl.as_millis().max(1) as u64).to_string();
+        let held: Option<Vec<u8>> = self
+            .run(&super::eval(
+                super::SET_IF_ABSENT,
+                key,
+                &[value.as_ref(), ttl.as_bytes()],
+            ))
+            .await?;
+        Ok(held.map(Bytes::from))
+    }
+
+    async fn delete_if_equal(&self, key: &str, expected: Bytes) -> Result<bool, CacheError> {
+        let n: u64 = self
+            .run(&super::eval(
+                super::DELETE_IF_EQUAL,
+                key,
+                &[expected.as_ref()],
+            ))
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         let keys = self.scan(pattern).await?;
         self.delete(&keys).await
