@@ -137,9 +137,12 @@ pub fn variant_key(
         OutputFormat::WebP if webp.lossless => format!("lossless-m{}", webp.method),
         OutputFormat::WebP => format!("q{}-m{}", preset.webp_quality, webp.method),
     };
+    // The first two characters shard the prefix (by character, not byte: the function is
+    // public and must not panic on a non-hex argument; found by fuzzing).
+    let shard: String = source_sha256.chars().take(2).collect();
     format!(
         "variants/{}/{}/{}/{}-{}x{}-{}-{}-t{}.{}",
-        &source_sha256[..2.min(source_sha256.len())],
+        shard,
         source_sha256,
         preset.name,
         preset.name,
@@ -346,4 +349,35 @@ fn copyright_tiff(copyright: &str) -> Option<Vec<u8>> {
     let mut buf = std::io::Cursor::new(Vec::new());
     writer.write(&mut buf, false).ok()?;
     Some(buf.into_inner())
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// services/storage/fuzz `object_key`: a multi-byte character across byte 2 of the hash
+    /// panicked on a byte slice. Hex hashes are unchanged.
+    #[test]
+    fn variant_key_takes_characters_not_bytes() {
+        let preset = Preset::new("small", 640, 480, Fit::Inside, 82);
+        let webp = WebpOptions {
+            method: 4,
+            lossless: false,
+        };
+        let odd = "o\u{FFFD}\u{FFFD}..\\b";
+        let key = variant_key(odd, &preset, OutputFormat::Jpeg, webp);
+        assert!(key.starts_with("variants/o\u{FFFD}/"), "{key}");
+        let hex = "ab".repeat(32);
+        let key = variant_key(&hex, &preset, OutputFormat::WebP, webp);
+        assert!(
+            key.starts_with(&format!("variants/ab/{hex}/small/")),
+            "{key}"
+        );
+        assert_eq!(
+            variant_key("", &preset, OutputFormat::Jpeg, webp)
+                .split('/')
+                .nth(1),
+            Some("")
+        );
+    }
 }
