@@ -94,15 +94,11 @@ fn decode_jpeg_scaled(
         format: "jpeg",
         reason: e.to_string(),
     };
-    let denom = crate::geometry::jpeg_scale_denominator(
-        info.stored_width,
-        info.stored_height,
-        need_w,
-        need_h,
-    );
+    let eighths =
+        crate::geometry::jpeg_scale_eighths(info.stored_width, info.stored_height, need_w, need_h);
     let mut d = turbojpeg::Decompressor::new().map_err(corrupt)?;
     let header = d.read_header(bytes).map_err(corrupt)?;
-    let factor = turbojpeg::ScalingFactor::new(1, denom as usize);
+    let factor = turbojpeg::ScalingFactor::new(eighths as usize, 8);
     d.set_scaling_factor(factor).map_err(corrupt)?;
     let scaled = header.scaled(factor);
     let format = turbojpeg::PixelFormat::RGB;

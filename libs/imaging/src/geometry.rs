@@ -73,11 +73,12 @@ pub fn plan(src_w: u32, src_h: u32, box_w: u32, box_h: u32, fit: Fit) -> Plan {
     }
 }
 
-/// Picks the DCT scaling denominator (1, 2, 4 or 8) for a JPEG: the largest reduction whose
-/// decoded size still covers `need_w`×`need_h`. libjpeg-turbo rounds scaled sides up.
-pub fn jpeg_scale_denominator(src_w: u32, src_h: u32, need_w: u32, need_h: u32) -> u32 {
-    [8u32, 4, 2]
-        .into_iter()
-        .find(|d| src_w.div_ceil(*d) >= need_w && src_h.div_ceil(*d) >= need_h)
-        .unwrap_or(1)
+/// Picks the DCT scaling of a JPEG decode, in eighths (libjpeg-turbo scales by n/8 for n in
+/// 1..=8): the largest reduction whose decoded size still covers `need_w`×`need_h`.
+/// libjpeg-turbo rounds scaled sides up.
+pub fn jpeg_scale_eighths(src_w: u32, src_h: u32, need_w: u32, need_h: u32) -> u32 {
+    let scaled = |side: u32, n: u32| (u64::from(side) * u64::from(n)).div_ceil(8);
+    (1u32..=8)
+        .find(|&n| scaled(src_w, n) >= u64::from(need_w) && scaled(src_h, n) >= u64::from(need_h))
+        .unwrap_or(8)
 }

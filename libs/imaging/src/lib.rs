@@ -15,9 +15,10 @@ mod placeholders;
 mod probe;
 mod resize;
 mod sniff;
+mod webp_ffi;
 
 pub use decode::{Raster, decode};
-pub use encode::{OutputFormat, WebpOptions, encode_jpeg, encode_webp};
+pub use encode::{OutputFormat, WebpOptions, encode_jpeg, encode_webp, encode_webp_threads};
 pub use error::ImagingError;
 pub use geometry::Fit;
 pub use jpeg_segments::insert_exif;

@@ -1,10 +1,9 @@
 //! One photo in, every variant out: probe → decode once → cascade of resizes → parallel encodes.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::decode::decode;
-use crate::encode::{OutputFormat, WebpOptions, encode_jpeg, encode_webp};
+use crate::encode::{OutputFormat, WebpOptions, encode_jpeg, encode_webp_threads};
 use crate::geometry::{Fit, Plan, plan};
 use crate::placeholders::{Placeholders, placeholders};
 use crate::probe::{ImageInfo, Limits, probe};
@@ -187,7 +186,7 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
             image.bytes = bytes.len(),
         )
         .entered();
-        decode(bytes, &info, need_w, need_h, &options.limits)?
+        Arc::new(decode(bytes, &info, need_w, need_h, &options.limits)?)
     };
 
     // Largest first, so each output can be cut from the smallest bigger one already made.
@@ -196,129 +195,44 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
         let (nw, nh) = plans[i].needed_frame(w, h);
         std::cmp::Reverse(u64::from(nw) * u64::from(nh))
     });
-    // Outputs are resize sources for the smaller presets only when they are full frames (cover
-    // crops are not); referenced by index so no raster is ever copied.
-    let mut rasters: Vec<Option<Raster>> = vec![None; plans.len()];
-    let mut frames: Vec<usize> = vec![];
-    for &i in &order {
-        let p = &plans[i];
-        let (nw, nh) = p.needed_frame(w, h);
-        let src = frames
-            .iter()
-            .filter_map(|&f| rasters[f].as_ref())
-            .filter(|f| f.width >= nw && f.height >= nh)
-            .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
-            .unwrap_or(&base);
-        let sx = f64::from(src.width) / f64::from(w);
-        let sy = f64::from(src.height) / f64::from(h);
-        let window = match options.presets[i].fit {
-            Fit::Inside => Window {
-                left: 0.0,
-                top: 0.0,
-                width: f64::from(src.width),
-                height: f64::from(src.height),
-            },
-            Fit::Cover => smart_window(src, p.crop_w * sx, p.crop_h * sy),
-        };
-        let out = {
-            let _span = tracing::info_span!(
-                "image.resize",
-                image.preset = %options.presets[i].name,
-                image.width = p.out_w,
-                image.height = p.out_h,
-            )
-            .entered();
-            resize(src, window, p.out_w, p.out_h)
-        };
-        rasters[i] = Some(out);
-        if options.presets[i].fit == Fit::Inside {
-            frames.push(i);
-        }
-    }
-    let placeholders = {
-        let src = frames
-            .iter()
-            .filter_map(|&f| rasters[f].as_ref())
-            .filter(|f| f.width >= 64 || f.height >= 64 || (f.width == w && f.height == h))
-            .min_by_key(|f| u64::from(f.width) * u64::from(f.height))
-            .unwrap_or(&base);
-        let _span = tracing::info_span!("image.placeholders").entered();
-        placeholders(src)?
-    };
-    // The decoded frame is the biggest buffer: free it before the encoders allocate theirs.
-    drop(base);
-
     let copyright_exif = if options.keep_copyright {
         info.copyright.as_deref().and_then(copyright_tiff)
     } else {
         None
     };
-    let mut jobs: Vec<(usize, OutputFormat)> = Vec::new();
-    for &i in &order {
-        for &f in &options.formats {
-            jobs.push((i, f));
+    let encoder = Encoder {
+        options,
+        copyright_exif: copyright_exif.as_deref(),
+        // Encoder threads do not inherit the caller's span; their spans name it as parent.
+        parent: tracing::Span::current(),
+    };
+    let queue = JobQueue::default();
+    let workers = options.threads.max(1);
+    // The caller's thread decodes and resizes, then encodes too; `threads - 1` more encode from
+    // the moment the first (biggest) output exists, so the slowest encode starts first and the
+    // encodes overlap the rest of the cascade.
+    let placeholders = std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(|| queue.work(&encoder));
         }
-    }
-    // Biggest (slowest) encodes start first so the tail is short.
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<EncodeResult>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
-    let workers = options.threads.clamp(1, jobs.len().max(1));
-    // Encoder threads do not inherit the caller's span; their spans name it as parent.
-    let parent = tracing::Span::current();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let j = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(i, format)) = jobs.get(j) else {
-                        break;
-                    };
-                    let raster = rasters[i].as_ref().expect("every preset was resized");
-                    let preset = &options.presets[i];
-                    let span = tracing::info_span!(
-                        parent: &parent,
-                        "image.encode",
-                        image.preset = %preset.name,
-                        image.format = ?format,
-                        image.bytes = tracing::field::Empty,
-                    )
-                    .entered();
-                    let out = match format {
-                        OutputFormat::Jpeg => {
-                            encode_jpeg(raster, preset.jpeg_quality).map(
-                                |b| match &copyright_exif {
-                                    Some(tiff) => crate::jpeg_segments::insert_exif(&b, tiff),
-                                    None => b,
-                                },
-                            )
-                        }
-                        OutputFormat::WebP => {
-                            encode_webp(raster, preset.webp_quality, options.webp)
-                        }
-                    };
-                    if let Ok(b) = &out {
-                        span.record("image.bytes", b.len());
-                    }
-                    drop(span);
-                    results.lock().expect("no panics while holding the lock")[j] = Some(out);
-                }
-            });
-        }
-    });
-    let results = results.into_inner().expect("workers finished");
-    let mut variants = Vec::with_capacity(jobs.len());
-    for ((i, format), result) in jobs.into_iter().zip(results) {
-        let bytes = result.expect("every job ran")?;
-        let preset = &options.presets[i];
-        let raster = rasters[i].as_ref().expect("every preset was resized");
+        // Closed on every way out (an error or a panic too), so the workers always stop.
+        let closing = CloseOnDrop(&queue);
+        let placeholders = cascade(base, w, h, &plans, &order, options, &queue);
+        drop(closing);
+        queue.work(&encoder);
+        placeholders
+    })?;
+
+    let mut variants = Vec::with_capacity(order.len() * options.formats.len());
+    for done in queue.into_results() {
+        let preset = &options.presets[done.preset];
         variants.push(Variant {
             preset: preset.name.clone(),
-            format,
-            width: raster.width,
-            height: raster.height,
-            key: variant_key(&info.sha256, preset, format, options.webp),
-            bytes,
+            format: done.format,
+            width: done.width,
+            height: done.height,
+            key: variant_key(&info.sha256, preset, done.format, options.webp),
+            bytes: done.bytes?,
         });
     }
     // Stable order for callers: presets as configured, formats as requested.
@@ -333,6 +247,233 @@ pub fn process(bytes: &[u8], options: &ProcessOptions) -> Result<Processed, Imag
         placeholders,
         variants,
     })
+}
+
+/// Resizes every preset, largest first, each from the smallest full frame already made that is
+/// big enough, and queues its encodes as soon as it exists. The decoded frame is released as
+/// soon as no remaining preset needs it; every other raster when its last encode is done (jobs
+/// hold them by `Arc`, nothing is copied).
+fn cascade(
+    base: Arc<Raster>,
+    w: u32,
+    h: u32,
+    plans: &[Plan],
+    order: &[usize],
+    options: &ProcessOptions,
+    queue: &JobQueue,
+) -> Result<Placeholders, ImagingError> {
+    let mut base = Some(base);
+    // Full-frame outputs, largest first: the resize sources of the smaller presets (cover crops
+    // are not full frames).
+    let mut frames: Vec<Arc<Raster>> = vec![];
+    let fits = |f: &Raster, (nw, nh): (u32, u32)| f.width >= nw && f.height >= nh;
+    let placeholder_need = plan(w, h, 64, 64, Fit::Inside).needed_frame(w, h);
+    for (k, &i) in order.iter().enumerate() {
+        let p = &plans[i];
+        let need = p.needed_frame(w, h);
+        let src: Arc<Raster> = match frames.iter().rev().find(|f| fits(f, need)) {
+            Some(f) => f.clone(),
+            None => base
+                .clone()
+                .expect("the decoded frame is kept while a preset needs it"),
+        };
+        let window = match options.presets[i].fit {
+            Fit::Inside => Window {
+                left: 0.0,
+                top: 0.0,
+                width: f64::from(src.width),
+                height: f64::from(src.height),
+            },
+            Fit::Cover => {
+                let sx = f64::from(src.width) / f64::from(w);
+                let sy = f64::from(src.height) / f64::from(h);
+                smart_window(&src, p.crop_w * sx, p.crop_h * sy)
+            }
+        };
+        let out = if options.presets[i].fit == Fit::Inside
+            && (p.out_w, p.out_h) == (src.width, src.height)
+        {
+            // Same size (a small source): share the frame instead of copying it.
+            src
+        } else {
+            let _span = tracing::info_span!(
+                "image.resize",
+                image.preset = %options.presets[i].name,
+                image.width = p.out_w,
+                image.height = p.out_h,
+            )
+            .entered();
+            Arc::new(resize(&src, window, p.out_w, p.out_h))
+        };
+        for &format in &options.formats {
+            queue.push(Job {
+                preset: i,
+                format,
+                cost: cost(&out, format, options.webp),
+                // The biggest WebP sets the photo's wall time: give it libwebp's second thread.
+                split: k == 0 && options.threads > 1,
+                raster: out.clone(),
+            });
+        }
+        if options.presets[i].fit == Fit::Inside {
+            frames.push(out);
+        }
+        let rest_served = order[k + 1..]
+            .iter()
+            .map(|&j| plans[j].needed_frame(w, h))
+            .chain([placeholder_need])
+            .all(|need| frames.iter().any(|f| fits(f, need)));
+        if rest_served {
+            // The decoded frame is the biggest buffer: free it before the encoders allocate.
+            base = None;
+        }
+    }
+    let src = frames
+        .iter()
+        .rev()
+        .find(|f| fits(f, placeholder_need))
+        .or(base.as_ref())
+        .expect("the decoded frame is kept while the placeholders need it");
+    let _span = tracing::info_span!("image.placeholders").entered();
+    placeholders(src)
+}
+
+/// Relative CPU cost of an encode, for longest-job-first scheduling: per pixel, a lossy WebP at
+/// method 6 costs about 10 progressive JPEGs (measured by `imaging-bench --stages`).
+fn cost(raster: &Raster, format: OutputFormat, webp: WebpOptions) -> u64 {
+    let pixels = u64::from(raster.width) * u64::from(raster.height);
+    match format {
+        OutputFormat::Jpeg => pixels,
+        OutputFormat::WebP if webp.lossless => pixels * 20,
+        OutputFormat::WebP => pixels * (2 + u64::from(webp.method.min(6)) * 3 / 2),
+    }
+}
+
+struct Job {
+    preset: usize,
+    format: OutputFormat,
+    cost: u64,
+    split: bool,
+    raster: Arc<Raster>,
+}
+
+struct Done {
+    preset: usize,
+    format: OutputFormat,
+    width: u32,
+    height: u32,
+    bytes: EncodeResult,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<Job>,
+    closed: bool,
+    done: Vec<Done>,
+}
+
+/// Encodes waiting for a thread; the costliest is taken first.
+#[derive(Default)]
+struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+impl JobQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().pending.push(job);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(k) = (0..state.pending.len()).max_by_key(|&k| state.pending[k].cost) {
+                return Some(state.pending.swap_remove(k));
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn work(&self, encoder: &Encoder<'_>) {
+        while let Some(job) = self.next() {
+            let done = Done {
+                preset: job.preset,
+                format: job.format,
+                width: job.raster.width,
+                height: job.raster.height,
+                bytes: encoder.encode(&job),
+            };
+            // The raster is released here when this was its last encode.
+            drop(job);
+            self.lock().done.push(done);
+        }
+    }
+
+    fn into_results(self) -> Vec<Done> {
+        self.state
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .done
+    }
+}
+
+struct CloseOnDrop<'a>(&'a JobQueue);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+struct Encoder<'a> {
+    options: &'a ProcessOptions,
+    copyright_exif: Option<&'a [u8]>,
+    parent: tracing::Span,
+}
+
+impl Encoder<'_> {
+    fn encode(&self, job: &Job) -> EncodeResult {
+        let preset = &self.options.presets[job.preset];
+        let span = tracing::info_span!(
+            parent: &self.parent,
+            "image.encode",
+            image.preset = %preset.name,
+            image.format = ?job.format,
+            image.bytes = tracing::field::Empty,
+        )
+        .entered();
+        let out = match job.format {
+            OutputFormat::Jpeg => {
+                encode_jpeg(&job.raster, preset.jpeg_quality).map(|b| match self.copyright_exif {
+                    Some(tiff) => crate::jpeg_segments::insert_exif(&b, tiff),
+                    None => b,
+                })
+            }
+            OutputFormat::WebP => encode_webp_threads(
+                &job.raster,
+                preset.webp_quality,
+                self.options.webp,
+                job.split,
+            ),
+        };
+        if let Ok(b) = &out {
+            span.record("image.bytes", b.len());
+        }
+        out
+    }
 }
 
 type EncodeResult = Result<Vec<u8>, ImagingError>;

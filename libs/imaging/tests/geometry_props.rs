@@ -1,5 +1,5 @@
 use photos_imaging::best_window;
-use photos_imaging::geometry::{Fit, jpeg_scale_denominator, plan};
+use photos_imaging::geometry::{Fit, jpeg_scale_eighths, plan};
 use proptest::prelude::*;
 
 proptest! {
@@ -44,12 +44,12 @@ proptest! {
         sw in 1u32..20_000, sh in 1u32..20_000, nw in 1u32..5_000, nh in 1u32..5_000
     ) {
         let (nw, nh) = (nw.min(sw), nh.min(sh));
-        let d = jpeg_scale_denominator(sw, sh, nw, nh);
-        prop_assert!([1, 2, 4, 8].contains(&d));
-        prop_assert!(sw.div_ceil(d) >= nw && sh.div_ceil(d) >= nh);
-        if d < 8 {
-            let next = d * 2;
-            prop_assert!(sw.div_ceil(next) < nw || sh.div_ceil(next) < nh);
+        let n = jpeg_scale_eighths(sw, sh, nw, nh);
+        prop_assert!((1..=8).contains(&n));
+        let scaled = |side: u32, n: u32| (side * n).div_ceil(8);
+        prop_assert!(scaled(sw, n) >= nw && scaled(sh, n) >= nh);
+        if n > 1 {
+            prop_assert!(scaled(sw, n - 1) < nw || scaled(sh, n - 1) < nh);
         }
     }
 

@@ -2,6 +2,7 @@
 //! semaphore sized to the cores so a burst of uploads queues instead of multiplying memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use photos_imaging::{
     ImageInfo, Limits, OutputFormat, Preset, ProcessOptions, Processed, WebpOptions,
@@ -19,6 +20,7 @@ use crate::config::PipelineConfig;
 
 pub struct Processor {
     permits: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
     metrics: PipelineMetrics,
     limits: Limits,
     presets: Vec<Preset>,
@@ -51,6 +53,7 @@ impl Processor {
         };
         Self {
             permits: Arc::new(Semaphore::new(concurrent)),
+            in_flight: Arc::default(),
             metrics: PipelineMetrics::default(),
             limits: Limits {
                 max_bytes: config.max_bytes,
@@ -159,9 +162,46 @@ impl Processor {
         let _permit = permit.map_err(|e| MediaError::Worker(e.to_string()))?;
         // The blocking pool does not inherit the caller's span; the image stages belong to it.
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(f))
-            .await
-            .map_err(|e| MediaError::Worker(e.to_string()))?
+        let in_flight = self.in_flight.clone();
+        let gauge = self.metrics.decoding.clone();
+        tokio::task::spawn_blocking(move || {
+            let _running = in_flight.enter(&gauge);
+            span.in_scope(f)
+        })
+        .await
+        .map_err(|e| MediaError::Worker(e.to_string()))?
+    }
+
+    /// The most photos that were ever being decoded or encoded at once (the semaphore's bound).
+    #[cfg(test)]
+    fn peak_in_flight(&self) -> usize {
+        self.in_flight.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// Work running in the blocking pool, counted where it runs (inside the pool, not at the
+/// semaphore), so a counting test sees what actually overlaps.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl InFlight {
+    fn enter<'a>(&'a self, gauge: &'a Gauge) -> impl Drop + 'a {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        gauge.inc();
+        Leave(self, gauge)
+    }
+}
+
+struct Leave<'a>(&'a InFlight, &'a Gauge);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+        self.1.dec();
     }
 }
 
@@ -185,6 +225,7 @@ struct PipelineMetrics {
     input_bytes: Counter,
     output_bytes: Family<FormatLabels, Counter>,
     waiting: Gauge,
+    decoding: Gauge,
 }
 
 impl Default for PipelineMetrics {
@@ -196,6 +237,7 @@ impl Default for PipelineMetrics {
             input_bytes: Counter::default(),
             output_bytes: Family::default(),
             waiting: Gauge::default(),
+            decoding: Gauge::default(),
         }
     }
 }
@@ -250,5 +292,79 @@ impl PipelineMetrics {
             "Photos waiting for a decode slot",
             self.waiting.clone(),
         );
+        registry.register(
+            "media_decoding",
+            "Photos holding a decode slot (decoding, resizing or encoding) now",
+            self.decoding.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real photo: gradients plus noise, big enough that each decode takes a while.
+    fn photo() -> Vec<u8> {
+        let (w, h) = (1200u32, 900u32);
+        let mut x = 0x9E37_79B9u32;
+        let mut pixels = Vec::with_capacity((w * h * 3) as usize);
+        for py in 0..h {
+            for px in 0..w {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                pixels.extend([
+                    (px * 200 / w + x % 40) as u8,
+                    (py * 200 / h + x % 30) as u8,
+                    90,
+                ]);
+            }
+        }
+        photos_imaging::encode_jpeg(
+            &photos_imaging::Raster {
+                width: w,
+                height: h,
+                alpha: false,
+                pixels,
+            },
+            90,
+        )
+        .unwrap()
+    }
+
+    async fn peak_with(slots: usize, photos: usize, bytes: &Arc<Vec<u8>>) -> usize {
+        let processor = Arc::new(Processor::new(&PipelineConfig {
+            max_concurrent: slots,
+            encode_threads: 1,
+            ..PipelineConfig::default()
+        }));
+        let options = processor
+            .options(&Request {
+                presets: vec!["large".into(), "medium".into(), "thumbnail".into()],
+                formats: vec![OutputFormat::Jpeg],
+                ..Request::default()
+            })
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..photos {
+            let (processor, options) = (processor.clone(), options.clone());
+            let bytes = bytes.clone();
+            tasks.spawn(async move { processor.process(bytes, options).await.map(|_| ()) });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        assert_eq!(processor.in_flight.now.load(Ordering::SeqCst), 0);
+        processor.peak_in_flight()
+    }
+
+    // Counting, not timing: however the photos interleave, no more than `slots` are ever in
+    // the blocking pool at once, and with more photos than slots the bound is reached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_decode_semaphore_bounds_concurrent_decodes_to_its_size() {
+        let bytes = Arc::new(photo());
+        assert_eq!(peak_with(2, 6, &bytes).await, 2);
+        assert_eq!(peak_with(1, 3, &bytes).await, 1);
     }
 }

@@ -31,6 +31,164 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// CPU seconds of the calling thread only (utime + stime, 1/100 s ticks).
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Where the CPU of one photo goes: each stage of the pipeline run on this thread alone,
+/// `reps` times (the tick is 10 ms), in the order `process` runs them.
+fn stages(path: &Path, reps: usize) {
+    use photos_imaging::geometry::plan;
+    use photos_imaging::{
+        Fit, Window, decode, default_presets, encode_jpeg, encode_webp, probe, resize,
+    };
+    let bytes = std::fs::read(path).expect("read photo");
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        let (t0, c0) = (Instant::now(), thread_cpu_seconds());
+        for _ in 0..reps {
+            f();
+        }
+        let n = reps as f64;
+        let (cpu, wall) = (
+            (thread_cpu_seconds() - c0) / n,
+            t0.elapsed().as_secs_f64() / n,
+        );
+        println!("  {label:<34} cpu {cpu:>7.3} s  wall {wall:>7.3} s");
+        cpu
+    };
+    let limits = Default::default();
+    let mut info = None;
+    let mut total = time("probe (header, exif, sha256)", &mut || {
+        info = Some(probe(&bytes, &limits).expect("probe"));
+    });
+    let info = info.expect("probed");
+    let (w, h) = (info.width, info.height);
+    let presets = default_presets();
+    let plans: Vec<_> = presets
+        .iter()
+        .map(|p| plan(w, h, p.width, p.height, p.fit))
+        .collect();
+    let need = plans
+        .iter()
+        .map(|p| p.needed_frame(w, h))
+        .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    let mut base = None;
+    total += time(
+        &format!("decode (needs {}x{})", need.0, need.1),
+        &mut || {
+            base = Some(decode(&bytes, &info, need.0, need.1, &limits).expect("decode"));
+        },
+    );
+    let base = base.expect("decoded");
+    println!("    decoded frame {}x{}", base.width, base.height);
+    let full = |r: &photos_imaging::Raster| Window {
+        left: 0.0,
+        top: 0.0,
+        width: f64::from(r.width),
+        height: f64::from(r.height),
+    };
+    // The cascade as the pipeline runs it: xlarge from the frame, each smaller from the last.
+    let mut outs: Vec<(String, photos_imaging::Raster)> = vec![];
+    for (p, pl) in presets.iter().zip(&plans).rev() {
+        let src = outs
+            .iter()
+            .filter(|(n, _)| n != "thumbnail")
+            .map(|(_, r)| r)
+            .rfind(|r| {
+                let (nw, nh) = pl.needed_frame(w, h);
+                r.width >= nw && r.height >= nh
+            })
+            .unwrap_or(&base);
+        let window = match p.fit {
+            Fit::Inside => full(src),
+            Fit::Cover => {
+                let (sx, sy) = (
+                    f64::from(src.width) / f64::from(w),
+                    f64::from(src.height) / f64::from(h),
+                );
+                photos_imaging::smart_window(src, pl.crop_w * sx, pl.crop_h * sy)
+            }
+        };
+        let mut out = None;
+        total += time(
+            &format!(
+                "resize {} {}x{} from {}x{}",
+                p.name, pl.out_w, pl.out_h, src.width, src.height
+            ),
+            &mut || {
+                out = Some(resize(src, window, pl.out_w, pl.out_h));
+            },
+        );
+        outs.push((p.name.clone(), out.expect("resized")));
+    }
+    let mut webp4 = 0.0;
+    for (name, r) in &outs {
+        let p = presets.iter().find(|p| &p.name == name).expect("preset");
+        let mut n = 0;
+        total += time(&format!("jpeg {name} q{}", p.jpeg_quality), &mut || {
+            n = encode_jpeg(r, p.jpeg_quality).expect("jpeg").len();
+        });
+        let mut n6 = 0;
+        total += time(&format!("webp {name} q{} m6", p.webp_quality), &mut || {
+            n6 = encode_webp(
+                r,
+                p.webp_quality,
+                WebpOptions {
+                    method: 6,
+                    lossless: false,
+                },
+            )
+            .expect("webp")
+            .len();
+        });
+        let mut n4 = 0;
+        webp4 += time(
+            &format!("webp {name} q{} m4 (not in total)", p.webp_quality),
+            &mut || {
+                n4 = encode_webp(
+                    r,
+                    p.webp_quality,
+                    WebpOptions {
+                        method: 4,
+                        lossless: false,
+                    },
+                )
+                .expect("webp")
+                .len();
+            },
+        );
+        if name == "xlarge" {
+            // libwebp's second thread: the calling thread's share is what remains on the
+            // critical path when another core is free.
+            let c0 = cpu_seconds();
+            let mut n6t = 0;
+            let own = time("webp xlarge m6 thread_level=1 (caller)", &mut || {
+                n6t = photos_imaging::encode_webp_threads(
+                    r,
+                    p.webp_quality,
+                    WebpOptions {
+                        method: 6,
+                        lossless: false,
+                    },
+                    true,
+                )
+                .expect("webp")
+                .len();
+            });
+            let all = (cpu_seconds() - c0) / reps as f64;
+            println!("    with its helper thread: cpu {all:.3} s (caller {own:.3} s); bytes {n6t}");
+        }
+        println!("    bytes: jpeg {n}, webp m6 {n6}, webp m4 {n4}");
+    }
+    println!("  total cpu (one thread, m6): {total:.3} s; webp m4 encodes: {webp4:.3} s");
+}
+
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -50,7 +208,27 @@ fn one(path: &Path, method: u8) {
         ..ProcessOptions::default()
     };
     let (t0, c0) = (Instant::now(), cpu_seconds());
-    let out = process(&bytes, &options).expect("process");
+    // `--rss-trace`: resident set every 10 ms on stderr, to see which stage holds the peak.
+    let tracing_rss = std::env::args().any(|a| a == "--rss-trace");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        if tracing_rss {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rss = std::fs::read_to_string("/proc/self/status")
+                        .unwrap_or_default()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+                        .unwrap_or_default();
+                    eprintln!("{:>6.0} ms rss {rss}", t0.elapsed().as_secs_f64() * 1e3);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
+        }
+        let out = process(&bytes, &options).expect("process");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    });
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     for v in &out.variants {
         let f = match v.format {
@@ -126,16 +304,27 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    if let Some(path) = arg("--stages") {
+        let reps = arg("--reps").and_then(|m| m.parse().ok()).unwrap_or(3);
+        stages(Path::new(&path), reps);
+        return;
+    }
     if let Some(path) = arg("--one") {
         let method = arg("--method").and_then(|m| m.parse().ok()).unwrap_or(6);
         one(Path::new(&path), method);
         return;
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    // The extracted packages (see the README), else the packages installed with apt.
     let dir = arg("--photos").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!(
+        let cached = PathBuf::from(format!(
             "{home}/.cache/photos/bench-photos/x/usr/share/backgrounds"
-        ))
+        ));
+        if cached.is_dir() {
+            cached
+        } else {
+            PathBuf::from("/usr/share/backgrounds")
+        }
     });
     let limit: usize = arg("--limit").and_then(|v| v.parse().ok()).unwrap_or(4);
     let mut photos: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)

@@ -256,3 +256,112 @@ pub fn close(a: &[u8], b: &[u8], tol: i32) -> bool {
         .zip(b)
         .all(|(x, y)| (i32::from(*x) - i32::from(*y)).abs() <= tol)
 }
+
+/// A zlib stream of stored (uncompressed) deflate blocks: valid for PNG IDAT and iCCP.
+pub fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[]]
+    } else {
+        data.chunks(65_535).collect()
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        out.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    out
+}
+
+/// An 8-bit palette PNG (colour type 3), with a tRNS chunk when `alpha` is given.
+pub fn png_palette(
+    w: u32,
+    h: u32,
+    palette: &[[u8; 3]],
+    alpha: Option<&[u8]>,
+    index: impl Fn(u32, u32) -> u8,
+) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 3, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    png_chunk(&mut out, b"PLTE", &palette.concat());
+    if let Some(alpha) = alpha {
+        png_chunk(&mut out, b"tRNS", alpha);
+    }
+    let mut raw = Vec::with_capacity(((w + 1) * h) as usize);
+    for y in 0..h {
+        raw.push(0);
+        raw.extend((0..w).map(|x| index(x, y)));
+    }
+    png_chunk(&mut out, b"IDAT", &zlib_stored(&raw));
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// An RGB PNG carrying an ICC profile (iCCP chunk, before IDAT as the format requires).
+pub fn png_with_icc(img: &RgbImage, name: &str, icc: &[u8]) -> Vec<u8> {
+    let plain = png_rgb(img);
+    // Signature (8) + IHDR (4 + 4 + 13 + 4).
+    let (head, rest) = plain.split_at(8 + 25);
+    let mut iccp = name.as_bytes().to_vec();
+    iccp.extend_from_slice(&[0, 0]);
+    iccp.extend_from_slice(&zlib_stored(icc));
+    let mut out = head.to_vec();
+    png_chunk(&mut out, b"iCCP", &iccp);
+    out.extend_from_slice(rest);
+    out
+}
+
+fn srgb_encode(v: f64) -> f64 {
+    let v = v.clamp(0.0, 1.0);
+    let e = if v <= 0.003_130_8 {
+        12.92 * v
+    } else {
+        1.055 * v.powf(1.0 / 2.4) - 0.055
+    };
+    e * 255.0
+}
+
+fn invert(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    // Adjugate over determinant, written with cyclic indices.
+    std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
+            let (a, b) = ((j + 1) % 3, (j + 2) % 3);
+            let (c, d) = ((i + 1) % 3, (i + 2) % 3);
+            (m[a][c] * m[b][d] - m[a][d] * m[b][c]) / det
+        })
+    })
+}
+
+/// The sRGB numbers of `colour` in an RGB space with these D50 primaries and the pure-gamma
+/// TRC that [`icc_profile`] writes for 2.2, computed independently of any CMS:
+/// linear → XYZ (D50) → linear sRGB → sRGB encoded.
+pub fn expected_srgb(colour: [u8; 3], primaries: [[f64; 3]; 3]) -> [u8; 3] {
+    let gamma = 563.0 / 256.0; // what a u8Fixed8 of 2.2 stores
+    let lin = colour.map(|c| (f64::from(c) / 255.0).powf(gamma));
+    let xyz: Vec<f64> = (0..3)
+        .map(|k| (0..3).map(|c| primaries[c][k] * lin[c]).sum())
+        .collect();
+    // Columns of SRGB_D50 are the primaries: XYZ = S · rgb, so rgb = S⁻¹ · XYZ.
+    let s = [
+        [SRGB_D50[0][0], SRGB_D50[1][0], SRGB_D50[2][0]],
+        [SRGB_D50[0][1], SRGB_D50[1][1], SRGB_D50[2][1]],
+        [SRGB_D50[0][2], SRGB_D50[1][2], SRGB_D50[2][2]],
+    ];
+    let si = invert(s);
+    std::array::from_fn(|r| srgb_encode((0..3).map(|k| si[r][k] * xyz[k]).sum()).round() as u8)
+}
