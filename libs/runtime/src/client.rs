@@ -207,6 +207,20 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An error and its sources, `outer: inner: innermost`, without repeats.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
 impl Service<Request<Body>> for Channel {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -266,7 +280,17 @@ impl Service<Request<Body>> for Channel {
                             timeout.as_millis()
                         ))) as BoxError);
                     }
-                    Ok(result) => result?,
+                    // Anything else the channel fails with is the transport's (no connection,
+                    // or the connection broke mid-call): the upstream is unavailable, which is
+                    // what gRPC names it and what a caller may retry. tonic alone would report
+                    // a broken connection as UNKNOWN "transport error".
+                    Ok(Err(e)) => {
+                        return Err(Box::new(tonic::Status::unavailable(format!(
+                            "upstream unreachable: {}",
+                            error_chain(&e)
+                        ))) as BoxError);
+                    }
+                    Ok(Ok(response)) => response,
                     Err(_) => {
                         return Err(Box::new(tonic::Status::deadline_exceeded(format!(
                             "no response from the upstream within {} ms",

@@ -72,6 +72,29 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the process (SIGSTOP): connections stay open and nothing answers, as a server
+    /// stuck in a long fork, swap storm or debugger would. Data is kept.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("redis-server is not running"))?;
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} failed: {status}");
+        Ok(())
+    }
+
     /// Starts it again on the same port (empty: nothing is persisted).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
@@ -89,6 +112,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A paused process would not die of SIGKILL any later, but let it run its exit.
+        let _ = self.resume();
         self.kill();
     }
 }

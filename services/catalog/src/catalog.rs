@@ -258,9 +258,10 @@ impl Json {
     }
 }
 
-/// An I/O error while a write was in flight leaves unknown whether it committed.
+/// Losing the connection while a write was in flight (an I/O error, or the server ending the
+/// session as it stops) leaves unknown whether it committed.
 fn may_have_committed(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_))
+    !matches!(e, sqlx::Error::PoolTimedOut) && crate::error::lost_database(e)
 }
 
 /// `col_order >= o AND (col_order > o OR created < c OR (created = c AND id < i))`: rows after

@@ -48,9 +48,7 @@ impl CatalogError {
             }
             CatalogError::NotFound { .. } => ErrorKind::NotFound,
             CatalogError::OrderOverflow { .. } => ErrorKind::FailedPrecondition,
-            CatalogError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
-                ErrorKind::Unavailable
-            }
+            CatalogError::Database(e) if lost_database(e) => ErrorKind::Unavailable,
             // Deadlock/serialization failure (Postgres) or a busy database after busy_timeout
             // (SQLite): transient, the caller should retry.
             CatalogError::Database(sqlx::Error::Database(e))
@@ -72,6 +70,20 @@ impl CatalogError {
             // Only connecting can fail (a cluster that never answered), at startup.
             CatalogError::Cache(_) => ErrorKind::Unavailable,
         }
+    }
+}
+
+/// The database went away or cannot be reached: a pool that could not hand out a connection in
+/// time, a connection that broke, or a server ending sessions as it stops or restarts
+/// (`57P01` admin_shutdown, `57P02` crash_shutdown, `57P03` cannot_connect_now, class `08`
+/// connection exceptions). The caller should retry; the pool replaces the connection.
+pub(crate) fn lost_database(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+            matches!(c.as_ref(), "57P01" | "57P02" | "57P03") || c.starts_with("08")
+        }),
+        _ => false,
     }
 }
 

@@ -10,6 +10,7 @@ mod jobs;
 mod openapi;
 mod pages;
 mod ratelimit;
+pub mod retry;
 mod sources;
 mod upload;
 
@@ -55,6 +56,8 @@ struct AppState {
     idempotency: idempotency::Idempotency,
     rate_limiter: ratelimit::RateLimiter,
     upload: Arc<config::UploadConfig>,
+    /// Shared by every idempotent upstream call this process retries.
+    retries: Arc<retry::RetryBudget>,
     draining: Arc<AtomicBool>,
 }
 
@@ -72,6 +75,7 @@ pub struct Application {
     reporter: Reporter,
     metrics: photos_runtime::UpstreamConfig,
     report_interval: Duration,
+    retries: Arc<retry::RetryBudget>,
 }
 
 pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
@@ -81,6 +85,7 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         .map_err(|source| GatewayError::Bind { addr, source })?;
     let draining = Arc::new(AtomicBool::new(false));
     let catalog = Channel::connect_lazy(&config.catalog)?;
+    let retries = Arc::new(retry::RetryBudget::default());
     let state = AppState {
         catalog: CatalogServiceClient::new(catalog.clone()),
         jobs: JobServiceClient::new(catalog),
@@ -101,6 +106,7 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         ),
         rate_limiter: ratelimit::RateLimiter::new(&config.rate_limit),
         upload: Arc::new(config.upload.clone()),
+        retries: retries.clone(),
         draining: draining.clone(),
     };
     let api = Router::new()
@@ -175,10 +181,16 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
         reporter,
         metrics: config.metrics.clone(),
         report_interval: Duration::from_millis(config.http.report_interval_ms.max(1)),
+        retries,
     })
 }
 
 impl Application {
+    /// The retry budget of this gateway's idempotent upstream calls (its retry count).
+    pub fn retry_budget(&self) -> Arc<retry::RetryBudget> {
+        self.retries.clone()
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

@@ -214,11 +214,18 @@ async fn record(
     form: &Form,
     file: &StoredFile,
 ) -> ApiResult<(pb::Photo, bool)> {
+    // Idempotent (variants are content-addressed), so retried once if media is unavailable
+    // and the process's retry budget allows it.
+    let media = state.media.clone();
     let processed = state
-        .media
-        .process_stored_image(media_pb::ProcessStoredImageRequest {
-            source_key: file.key.clone(),
-            options: None,
+        .retries
+        .call("media.ProcessStoredImage", || {
+            let mut media = media.clone();
+            let request = media_pb::ProcessStoredImageRequest {
+                source_key: file.key.clone(),
+                options: None,
+            };
+            async move { media.process_stored_image(request).await }
         })
         .await?
         .into_inner();

@@ -4,6 +4,7 @@
 
 mod batch;
 mod ending;
+mod faults;
 mod helpers;
 mod lifecycle;
 mod multipart;
