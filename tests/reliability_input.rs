@@ -509,9 +509,30 @@ async fn lying_and_oversize_bodies_are_refused_and_store_nothing() {
     // 80 MiB chunked (no length declared) against the 64 MiB limit: refused while streaming,
     // after most of it went to storage as a multipart upload, which is then aborted.
     let big = 80 * MIB as usize;
-    let mut stream = tokio::net::TcpStream::connect(env.mesh.addresses.gateway)
+    // The answer is read while the body is still being sent: the gateway answers 413 and closes,
+    // and writes after that would reset the connection and discard an unread answer.
+    let (mut read_half, mut stream) = tokio::net::TcpStream::connect(env.mesh.addresses.gateway)
         .await
-        .unwrap();
+        .unwrap()
+        .into_split();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            let mut raw = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match read_half.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        raw.extend_from_slice(&buf[..n]);
+                        answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            raw
+        })
+    };
     stream
         .write_all(head("Transfer-Encoding: chunked\r\n").as_bytes())
         .await
@@ -527,29 +548,25 @@ async fn lying_and_oversize_bodies_are_refused_and_store_nothing() {
         c
     };
     let mut sent = 0usize;
-    let mut cut_off = false;
-    if stream
+    let stopped = |answered: &std::sync::atomic::AtomicBool| {
+        answered.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut cut_off = stream
         .write_all(&send_chunk(opening.into_bytes()))
         .await
-        .is_err()
-    {
-        cut_off = true;
-    }
+        .is_err();
     let piece = vec![0xABu8; MIB as usize];
-    while !cut_off && sent < big {
-        if stream.write_all(&send_chunk(piece.clone())).await.is_err() {
-            cut_off = true;
-        }
+    while !cut_off && !stopped(&answered) && sent < big {
+        cut_off = stream.write_all(&send_chunk(piece.clone())).await.is_err();
         sent += piece.len();
     }
-    if !cut_off {
+    if !cut_off && !stopped(&answered) {
         let _ = stream
             .write_all(&send_chunk(format!("\r\n--{BOUNDARY}--\r\n").into_bytes()))
             .await;
         let _ = stream.write_all(b"0\r\n\r\n").await;
     }
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw).await;
+    let raw = reader.await.unwrap();
     let answer = String::from_utf8_lossy(&raw);
     println!(
         "80 MiB chunked upload: {} MiB sent before the answer",
