@@ -158,7 +158,9 @@ PHOTOS__AUTH__JWKS_PATH: "/etc/photos/jwks/jwks.json"
 {{- $_ := set $env "PHOTOS__REDIS__CLUSTER_NODES" "redis-cluster-nodes" -}}
 {{- end -}}
 {{- end -}}
-{{- if eq .name "catalog" -}}
+{{- /* The catalog's read-through cache; the gateway's Idempotency-Key records, shared by its
+     replicas (without Redis each replica remembers its own keys). */ -}}
+{{- if has .name (list "catalog" "gateway") -}}
 {{- if eq .root.Values.redis.mode "standalone" -}}
 {{- $_ := set $env "PHOTOS__CACHE__URL" "redis-url" -}}
 {{- else if eq .root.Values.redis.mode "cluster" -}}
