@@ -686,16 +686,15 @@ async fn over_limit_grpc_messages_are_refused_by_every_service_and_change_nothin
             .await
             .unwrap_err(),
     ));
-    // tonic refuses an over-limit message while decoding it, before any handler sees it, and
-    // answers OUT_OF_RANGE (gRPC's own servers say RESOURCE_EXHAUSTED, the house table's code
-    // for "too large"); in a client stream the handler meets the error while reading and maps
-    // it as a broken stream. The codes are pinned as they are; every message states the limit.
+    // tonic refuses an over-limit message while decoding it, before any handler sees it (in a
+    // client stream the handler meets the error while reading); every service answers
+    // RESOURCE_EXHAUSTED, the house table's code for "too large", with the limit in the message.
     let expected = [
-        ("catalog CreateAlbum", Code::OutOfRange),
-        ("media ProcessImage", Code::OutOfRange),
-        ("storage PutObject", Code::InvalidArgument),
-        ("cache-admin Invalidate", Code::OutOfRange),
-        ("metrics ReportMetrics", Code::OutOfRange),
+        ("catalog CreateAlbum", Code::ResourceExhausted),
+        ("media ProcessImage", Code::ResourceExhausted),
+        ("storage PutObject", Code::ResourceExhausted),
+        ("cache-admin Invalidate", Code::ResourceExhausted),
+        ("metrics ReportMetrics", Code::ResourceExhausted),
     ];
     for ((rpc, status), (named, code)) in results.iter().zip(expected) {
         println!(

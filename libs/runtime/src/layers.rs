@@ -11,7 +11,8 @@
 //! 4. [`MetricsLayer`]: RED metrics of admitted calls, innermost so they measure the handler;
 //!    it also opens the [`crate::tracking`] scope that counts a call's statements and cache
 //!    lookups, sets `x-response-time` / `x-db-query-count`, and hands the call's sample to the
-//!    reporter.
+//!    reporter. It also turns tonic's OUT_OF_RANGE for an over-limit request message
+//!    into RESOURCE_EXHAUSTED, the code gRPC's own servers and the house error table use.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -281,7 +282,10 @@ where
         // producing the response count against this call.
         let future = tracking::scope(self.inner.call(req));
         Box::pin(async move {
-            let (result, cost) = future.await;
+            let (mut result, cost) = future.await;
+            if let Ok(response) = &mut result {
+                over_limit_as_resource_exhausted(response);
+            }
             let elapsed = started.elapsed();
             let code = match &result {
                 Ok(response) => status_code(response),
@@ -340,6 +344,57 @@ where
     }
 }
 
+/// tonic's words for a request message over `max_decoding_message_size`.
+const OVER_LIMIT: &str = "decoded message length too large";
+
+/// Whether a status is tonic refusing a request message over the server's size limit.
+pub fn is_over_limit(status: &Status) -> bool {
+    status.code() == tonic::Code::OutOfRange && status.message().contains(OVER_LIMIT)
+}
+
+/// tonic answers a request message over the limit with OUT_OF_RANGE; gRPC's own servers, and
+/// the house error table (`ErrorKind::TooLarge`), say RESOURCE_EXHAUSTED, which is what clients
+/// and the gateway (413) expect for "too large". The refusal comes before any handler runs (or
+/// from a handler passing the stream's error on), so it is a trailers-only response.
+fn over_limit_as_resource_exhausted(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return;
+    }
+    let over = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| percent_decode(m).contains(OVER_LIMIT));
+    if over {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+    }
+}
+
+/// grpc-message is percent-encoded (spaces included).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
+            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Decrements the in-flight gauge when the response body is done (or dropped).
 struct InFlight(ServerMetrics);
 
@@ -375,5 +430,51 @@ impl<G> http_body::Body for Guarded<G> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod over_limit_tests {
+    use super::*;
+
+    fn trailers_only(status: Status) -> Response<Body> {
+        status.into_http()
+    }
+
+    #[test]
+    fn tonics_over_limit_refusal_becomes_resource_exhausted() {
+        let status = Status::out_of_range(
+            "Error, decoded message length too large: found 9437199 bytes, the limit is: 8388608 bytes",
+        );
+        assert!(is_over_limit(&status));
+        let mut response = trailers_only(status);
+        over_limit_as_resource_exhausted(&mut response);
+        let code = response.headers().get("grpc-status").unwrap();
+        assert_eq!(code.as_bytes(), b"8");
+        // The message (with the limit) is left as it was.
+        let message = response
+            .headers()
+            .get("grpc-message")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(percent_decode(message).contains("the limit is: 8388608 bytes"));
+    }
+
+    #[test]
+    fn other_out_of_range_answers_are_left_alone() {
+        let mut response = trailers_only(Status::out_of_range("page 7 is past the end"));
+        over_limit_as_resource_exhausted(&mut response);
+        assert_eq!(
+            response.headers().get("grpc-status").unwrap().as_bytes(),
+            b"11"
+        );
+    }
+
+    #[test]
+    fn percent_decoding_tolerates_broken_escapes() {
+        assert_eq!(percent_decode("a%20b%2"), "a b%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("é%20"), "é ");
     }
 }

@@ -19,6 +19,9 @@ pub enum StorageError {
         expected: String,
         actual: String,
     },
+    /// A message over the server's size limit (tonic detects it while reading the stream).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("object store unavailable: {0}")]
     S3(String),
     #[error("internal error: {0}")]
@@ -41,6 +44,7 @@ impl StorageError {
             }
             StorageError::NotFound { .. } => ErrorKind::NotFound,
             StorageError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            StorageError::TooLarge(_) => ErrorKind::TooLarge,
             StorageError::S3(_) => ErrorKind::Unavailable,
         }
     }

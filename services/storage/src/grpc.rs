@@ -135,6 +135,10 @@ impl StorageService for StorageGrpc {
                 "chunk",
                 "only the first PutObject message may be a header",
             )),
+            // tonic says OUT_OF_RANGE for a message over the limit; it is a size limit.
+            Err(status) if photos_runtime::layers::is_over_limit(&status) => Err(
+                StorageError::TooLarge(format!("PutObject message refused: {}", status.message())),
+            ),
             Err(status) => Err(StorageError::invalid(
                 "stream",
                 format!("the upload stream broke: {}", status.message()),
