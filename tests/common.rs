@@ -198,3 +198,19 @@ pub fn form(fields: &[(&str, &str)], file: Option<&[u8]>) -> Vec<u8> {
     body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
     body
 }
+
+/// GETs an absolute loopback URL from a response (signed URLs, the embedded object store),
+/// with the Host header the URL names (a signature covers it).
+pub async fn fetch(url: &str) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").expect("a loopback http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let (status, _, body) = photos_testkit::http::request_bytes(
+        authority.parse().unwrap(),
+        "GET",
+        path,
+        &[("Host", authority)],
+        None,
+    )
+    .await;
+    (status, body)
+}

@@ -10,7 +10,6 @@ use photos_proto::catalog::v1 as catalog_pb;
 use photos_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use photos_proto::storage::v1 as storage_pb;
 use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
-use photos_testkit::http::request_bytes;
 
 impl Env {
     async fn photo_count(&self, album: &str, token: &str) -> i64 {
@@ -41,17 +40,7 @@ impl Env {
 
     /// GETs a URL from the photo response (the embedded object store listens on loopback).
     async fn fetch(&self, url: &str) -> (u16, Vec<u8>) {
-        let rest = url.strip_prefix("http://").expect("a loopback http URL");
-        let (authority, path) = rest.split_at(rest.find('/').unwrap());
-        let (status, _, body) = request_bytes(
-            authority.parse().unwrap(),
-            "GET",
-            path,
-            &[("Host", authority)],
-            None,
-        )
-        .await;
-        (status, body)
+        fetch(url).await
     }
 }
 

@@ -13,22 +13,6 @@ mod common;
 use common::*;
 use photos_gateway::auth::{self, Role};
 use photos_proto::storage::v1 as storage_pb;
-use photos_testkit::http::request_bytes;
-
-/// GETs an absolute loopback URL (signed URLs cover the Host header).
-async fn fetch(url: &str) -> (u16, Vec<u8>) {
-    let rest = url.strip_prefix("http://").expect("a loopback http URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap());
-    let (status, _, body) = request_bytes(
-        authority.parse().unwrap(),
-        "GET",
-        path,
-        &[("Host", authority)],
-        None,
-    )
-    .await;
-    (status, body)
-}
 
 fn source_urls(photo: &serde_json::Value) -> Vec<String> {
     photo["sources"]
