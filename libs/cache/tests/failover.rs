@@ -28,45 +28,12 @@ async fn client(cluster: &RedisCluster) -> redis::cluster_async::ClusterConnecti
         .unwrap()
 }
 
-async fn replicas_in_sync(cluster: &RedisCluster, masters: &[u16]) {
-    for port in cluster.ports().iter().filter(|p| !masters.contains(p)) {
-        let url = format!("redis://127.0.0.1:{port}/");
-        wait::until(
-            "replica in sync",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || {
-                let url = url.clone();
-                async move {
-                    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-                    let mut conn = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let info: String = redis::cmd("INFO")
-                        .arg("replication")
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if info.contains("master_link_status:up") {
-                        Ok(())
-                    } else {
-                        Err("link down".to_string())
-                    }
-                }
-            },
-        )
-        .await
-        .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_lost_when_a_master_fails_over_are_counted() {
     let mut cluster = RedisCluster::start().await.unwrap();
     let masters = cluster.masters().await.unwrap();
     assert_eq!(masters.len(), 3);
-    replicas_in_sync(&cluster, &masters).await;
+    cluster.replicas_in_sync(&masters).await.unwrap();
     let mut conn = client(&cluster).await;
 
     // 30 counters spread over the slots (so over every master), bumped in turn, and one SET per

@@ -345,7 +345,7 @@ async fn operations_recover_after_a_cluster_master_fails_over() {
     }
     let masters = cluster.masters().await.unwrap();
     assert_eq!(masters.len(), 3);
-    replicas_in_sync(&cluster, &masters).await;
+    cluster.replicas_in_sync(&masters).await.unwrap();
     cluster.kill(masters[0]);
 
     // Every call answers during failover (from L1 if needed) ...
@@ -393,41 +393,6 @@ async fn operations_recover_after_a_cluster_master_fails_over() {
         3,
         "a replica was promoted"
     );
-}
-
-/// A replica that has not finished its first sync refuses to fail over (its data counts as
-/// too old), and the first sync waits `repl-diskless-sync-delay` (5 s): wait for it.
-async fn replicas_in_sync(cluster: &RedisCluster, masters: &[u16]) {
-    for port in cluster.ports().iter().filter(|p| !masters.contains(p)) {
-        let url = format!("redis://127.0.0.1:{port}/");
-        wait::until(
-            "replica in sync",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || {
-                let url = url.clone();
-                async move {
-                    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-                    let mut conn = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let info: String = redis::cmd("INFO")
-                        .arg("replication")
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if info.contains("master_link_status:up") {
-                        Ok(())
-                    } else {
-                        Err("link down".to_string())
-                    }
-                }
-            },
-        )
-        .await
-        .unwrap();
-    }
 }
 
 fn fresh_reader(cluster: &RedisCluster) -> CacheConfig {

@@ -245,6 +245,42 @@ impl RedisCluster {
         }
         Ok(masters)
     }
+
+    /// Waits until every node but `masters` has its replication link up. A replica that has
+    /// not finished its first sync refuses to fail over (its data counts as too old), and the
+    /// first sync waits `repl-diskless-sync-delay` (5 s).
+    pub async fn replicas_in_sync(&self, masters: &[u16]) -> anyhow::Result<()> {
+        for port in self.ports.iter().filter(|p| !masters.contains(p)) {
+            let url = format!("redis://127.0.0.1:{port}/");
+            wait::until(
+                "replica in sync",
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                || {
+                    let url = url.clone();
+                    async move {
+                        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+                        let mut conn = client
+                            .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let info: String = redis::cmd("INFO")
+                            .arg("replication")
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if info.contains("master_link_status:up") {
+                            Ok(())
+                        } else {
+                            Err("link down".to_string())
+                        }
+                    }
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 async fn cluster_ok(url: String) -> anyhow::Result<()> {
