@@ -443,16 +443,18 @@ async fn store_file(
     let mut storage = state.storage.clone();
     let mut call = Box::pin(storage.put_object(ReceiverStream::new(rx)));
 
-    let fed = {
+    // `answered_early` records that `call` has completed, so it is never polled again (a
+    // finished async fn panics when resumed).
+    let (fed, answered_early) = {
         let feed = feed(state, field, &tx);
         tokio::pin!(feed);
         tokio::select! {
-            fed = &mut feed => fed,
+            fed = &mut feed => (fed, false),
             // Storage answered before the body ended: it refused or broke off the upload.
-            answered = &mut call => Err(match answered {
+            answered = &mut call => (Err(match answered {
                 Err(status) => GatewayError::Downstream(status),
                 Ok(_) => GatewayError::Downstream(tonic::Status::internal("storage completed an upload that had not ended")),
-            }),
+            }), true),
         }
     };
     match fed {
@@ -479,7 +481,9 @@ async fn store_file(
         Err(e) => {
             // Ending the stream without `finish` makes storage abort the upload.
             drop(tx);
-            let _ = call.await;
+            if !answered_early {
+                let _ = call.await;
+            }
             let mut state = state.clone();
             delete_original(&mut state, &key).await;
             Err(e)
