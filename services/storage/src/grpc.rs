@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StorageError;
-use crate::store::{KeyFailure, ObjectMeta, Rule, StorageClass, Store};
+use crate::store::{IncompleteUpload, KeyFailure, ObjectMeta, Rule, StorageClass, Store};
 use crate::upload::{self, Piece, PutHeader};
 use crate::urls;
 
@@ -60,6 +60,14 @@ fn info(m: ObjectMeta) -> pb::ObjectInfo {
         storage_class: class_to_pb(m.storage_class),
         cache_control: m.cache_control,
         last_modified: m.last_modified.map(timestamp),
+    }
+}
+
+fn incomplete(u: IncompleteUpload) -> pb::IncompleteUpload {
+    pb::IncompleteUpload {
+        key: u.key,
+        upload_id: u.upload_id,
+        initiated: u.initiated.map(timestamp),
     }
 }
 
@@ -351,5 +359,22 @@ impl StorageService for StorageGrpc {
     ) -> Result<Response<pb::DeleteLifecycleResponse>, Status> {
         self.store.delete_lifecycle().await?;
         Ok(Response::new(pb::DeleteLifecycleResponse {}))
+    }
+
+    async fn abort_incomplete_uploads(
+        &self,
+        request: Request<pb::AbortIncompleteUploadsRequest>,
+    ) -> Result<Response<pb::AbortIncompleteUploadsResponse>, Status> {
+        let req = request.into_inner();
+        let cutoff = (req.older_than_seconds > 0)
+            .then(|| SystemTime::now() - Duration::from_secs(u64::from(req.older_than_seconds)));
+        let out = self
+            .store
+            .abort_incomplete(&req.prefix, cutoff, req.dry_run)
+            .await?;
+        Ok(Response::new(pb::AbortIncompleteUploadsResponse {
+            uploads: out.uploads.into_iter().map(incomplete).collect(),
+            errors: key_errors(out.errors),
+        }))
     }
 }

@@ -85,6 +85,25 @@ pub struct CopyOutcome {
     pub errors: Vec<KeyFailure>,
 }
 
+/// A multipart upload that was started and never completed or aborted.
+#[derive(Debug, Clone)]
+pub struct IncompleteUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<SystemTime>,
+}
+
+#[derive(Debug, Default)]
+pub struct SweepOutcome {
+    /// Aborted, or with `dry_run` found.
+    pub uploads: Vec<IncompleteUpload>,
+    pub errors: Vec<KeyFailure>,
+}
+
+/// Pages of ListMultipartUploads one sweep reads at most (1000 uploads a page), so a store
+/// that keeps answering "truncated" cannot hold the call forever.
+const SWEEP_MAX_PAGES: usize = 1000;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rule {
     pub id: String,
@@ -628,6 +647,104 @@ impl Store {
             upload_id,
             "multipart upload left behind; the bucket's abort-incomplete lifecycle rule will remove it"
         );
+    }
+
+    /// Aborts the multipart uploads under `prefix` initiated before `initiated_before` (all of
+    /// them if `None`): ListMultipartUploads, then AbortMultipartUpload each; with `dry_run` only
+    /// lists them.
+    /// Pages are listed first and aborted after, so aborting never shifts the listing's markers.
+    pub async fn abort_incomplete(
+        &self,
+        prefix: &str,
+        initiated_before: Option<SystemTime>,
+        dry_run: bool,
+    ) -> Result<SweepOutcome, StorageError> {
+        keys::validate_prefix(&self.config.keys, prefix)?;
+        let mut found = Vec::new();
+        let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
+        for _ in 0..SWEEP_MAX_PAGES {
+            let page = self
+                .s3
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .map_err(describe)?;
+            for u in page.uploads() {
+                let (Some(key), Some(upload_id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let initiated = to_system_time(u.initiated());
+                // With a cutoff, an upload whose start the store does not report is never
+                // taken for old.
+                let old = match initiated_before {
+                    None => true,
+                    Some(cutoff) => initiated.is_some_and(|t| t < cutoff),
+                };
+                if old {
+                    found.push(IncompleteUpload {
+                        key: key.to_owned(),
+                        upload_id: upload_id.to_owned(),
+                        initiated,
+                    });
+                }
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if !page.is_truncated().unwrap_or(false) || key_marker.is_none() {
+                break;
+            }
+        }
+        if dry_run {
+            return Ok(SweepOutcome {
+                uploads: found,
+                errors: Vec::new(),
+            });
+        }
+        let results: Vec<(IncompleteUpload, Result<(), KeyFailure>)> = futures::stream::iter(found)
+            .map(|u| async move {
+                let _permit = self.permits.acquire().await;
+                let result = self
+                    .s3
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&u.key)
+                    .upload_id(&u.upload_id)
+                    .send()
+                    .await;
+                let result = match result {
+                    Ok(_) => Ok(()),
+                    // Completed or aborted by someone else since the listing: gone either way.
+                    Err(e) if is_not_found(&e) => Ok(()),
+                    Err(e) => Err(KeyFailure {
+                        key: u.key.clone(),
+                        code: e
+                            .as_service_error()
+                            .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
+                            .unwrap_or("RequestFailed")
+                            .to_owned(),
+                        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                    }),
+                };
+                (u, result)
+            })
+            .buffer_unordered(self.transfer().delete_concurrency)
+            .collect()
+            .await;
+        let mut outcome = SweepOutcome::default();
+        for (upload, result) in results {
+            match result {
+                Ok(()) => {
+                    tracing::info!(key = %upload.key, upload_id = %upload.upload_id, "aborted an incomplete multipart upload");
+                    outcome.uploads.push(upload);
+                }
+                Err(f) => outcome.errors.push(f),
+            }
+        }
+        Ok(outcome)
     }
 
     pub async fn set_storage_class(

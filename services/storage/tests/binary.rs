@@ -1,7 +1,8 @@
 //! The real `photos-storage` binary under process-level faults: SIGTERM while an upload is in
 //! flight and a load balancer's health watch is open, and SIGKILL in the middle of a multipart
-//! upload. The S3 server is the in-process one, behind a fault proxy that counts the S3
-//! requests the binary makes. Loops are bounded in count and time.
+//! upload. The S3 server is the in-process one (SeaweedFS for the SIGKILL case, which needs
+//! ListMultipartUploads), behind a fault proxy that counts the S3 requests the binary makes.
+//! Loops are bounded in count and time.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -333,15 +334,50 @@ async fn sigterm_turns_health_not_serving_first_completes_in_flight_uploads_and_
     );
 }
 
-/// SIGKILL in the middle of a multipart upload: the process cannot abort what it started, so
-/// the parts stay in the bucket as an incomplete upload (removed by the bucket's
-/// abort-incomplete-multipart lifecycle rule, see `PutLifecycle`), but no object exists under
-/// the key: a caller (the gateway) never got a success, so nothing refers to it.
+/// SeaweedFS, started again if the first try loses a port race with a parallel test (it needs
+/// each port and port + 10000 free, and ephemeral client ports can take the second one).
+async fn seaweedfs() -> s3::SeaweedFs {
+    let mut last = None;
+    for _ in 0..3 {
+        match s3::SeaweedFs::start().await {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("SeaweedFS did not start: {:?}", last.unwrap());
+}
+
+/// Open multipart uploads under `prefix` in the store, as (key, upload id).
+async fn incomplete_uploads(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<(String, String)> {
+    let listed = client
+        .list_multipart_uploads()
+        .bucket(s3::BUCKET)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap_or_default().to_owned(),
+                u.upload_id().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// SIGKILL after two parts of a multipart upload reached the store (SeaweedFS, which lists
+/// multipart uploads; the in-process server does not): no object appears, the parts stay as an
+/// incomplete upload, and `AbortIncompleteUploads` on a restarted storage finds it (not when it
+/// asks for uploads older than an hour) and aborts it; nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_multipart_leaves_no_object_only_an_incomplete_upload() {
-    let s3 = TestS3::start().await.unwrap();
+async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incomplete_upload() {
+    let seaweed = seaweedfs().await;
     let proxy = FaultProxy::start(
-        s3.endpoint()
+        seaweed
+            .endpoint()
             .strip_prefix("http://")
             .unwrap()
             .parse()
@@ -376,6 +412,7 @@ async fn sigkill_mid_multipart_leaves_no_object_only_an_incomplete_upload() {
         "{err:?}"
     );
     drop(tx);
+    drop(storage);
 
     assert_eq!(proxy.count(b"?uploads"), 1, "one multipart upload started");
     assert_eq!(proxy.count(b"CompleteMultipartUpload"), 0);
@@ -384,16 +421,15 @@ async fn sigkill_mid_multipart_leaves_no_object_only_an_incomplete_upload() {
         0,
         "a killed process aborts nothing"
     );
-    let head = s3
-        .client()
+    let client = seaweed.client();
+    let head = client
         .head_object()
         .bucket(s3::BUCKET)
         .key("originals/killed.bin")
         .send()
         .await;
     assert!(head.is_err(), "no object under the key: {head:?}");
-    let listed = s3
-        .client()
+    let listed = client
         .list_objects_v2()
         .bucket(s3::BUCKET)
         .prefix("originals/")
@@ -401,8 +437,73 @@ async fn sigkill_mid_multipart_leaves_no_object_only_an_incomplete_upload() {
         .await
         .unwrap();
     assert!(listed.contents().is_empty(), "{:?}", listed.contents());
+    let left = incomplete_uploads(&client, "originals/").await;
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed upload is left incomplete: {left:?}"
+    );
+    assert_eq!(left[0].0, "originals/killed.bin");
+
+    // The sweep, from a storage process started afterwards (as after a restart).
+    let storage = Storage::spawn(&proxy.endpoint(), 1_000);
+    let channel = storage.channel().await;
+    storage.serving(channel.clone()).await;
+    let mut client_rpc = StorageServiceClient::new(channel);
+    let mut sweep = async |older_than_seconds: u32, dry_run: bool| {
+        client_rpc
+            .abort_incomplete_uploads(pb::AbortIncompleteUploadsRequest {
+                prefix: "originals/".into(),
+                older_than_seconds,
+                dry_run,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let young = sweep(3600, false).await;
+    assert!(
+        young.uploads.is_empty() && young.errors.is_empty(),
+        "an upload started seconds ago is not older than an hour: {young:?}"
+    );
+    assert_eq!(incomplete_uploads(&client, "originals/").await, left);
+    let listed = sweep(0, true).await;
+    let found: Vec<_> = listed
+        .uploads
+        .iter()
+        .map(|u| (u.key.clone(), u.upload_id.clone()))
+        .collect();
+    assert_eq!(found, left, "the dry run finds the killed upload");
+    assert!(listed.uploads[0].initiated.is_some());
+    assert_eq!(
+        incomplete_uploads(&client, "originals/").await,
+        left,
+        "a dry run aborts nothing"
+    );
+    let swept = sweep(0, false).await;
+    assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+    let aborted: Vec<_> = swept
+        .uploads
+        .iter()
+        .map(|u| (u.key.clone(), u.upload_id.clone()))
+        .collect();
+    assert_eq!(aborted, left);
+    assert_eq!(proxy.count(b"AbortMultipartUpload"), 1);
+    let after = incomplete_uploads(&client, "originals/").await;
+    assert!(after.is_empty(), "nothing left after the sweep: {after:?}");
+    let again = sweep(0, false).await;
+    assert!(
+        again.uploads.is_empty() && again.errors.is_empty(),
+        "{again:?}"
+    );
     eprintln!(
-        "SIGKILL mid-multipart: {} parts sent, 0 completed, 0 aborted, 0 objects visible",
-        proxy.count(b"partNumber=")
+        "SIGKILL mid-multipart (SeaweedFS): {} parts sent, 0 completed, 0 aborted by the killed process, 0 objects; \
+         incomplete uploads listed after the kill: {}, found by the sweep older than 1 h: {}, dry run: {}, aborted: {}, left after: {}",
+        proxy.count(b"partNumber="),
+        left.len(),
+        young.uploads.len(),
+        listed.uploads.len(),
+        swept.uploads.len(),
+        after.len()
     );
 }
