@@ -224,3 +224,188 @@ async fn media_down_or_hung_during_uploads_fails_cleanly_and_leaves_nothing() {
         DOWN_UPLOADS + down_retries
     );
 }
+
+/// A private PostgreSQL's `photos` rows for an album (straight from the database).
+async fn rows_in_album(url: &str, album: &str) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let album: i64 = album.parse().unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM photos WHERE album_id = $1")
+        .bind(album)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+/// Waits until `n` sessions of the database wait on a lock.
+async fn blocked_on_lock(url: &str, n: i64) {
+    use sqlx::Connection;
+    photos_testkit::wait::until(
+        "calls blocked on the lock",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(20),
+        || async {
+            let mut c = sqlx::PgConnection::connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+            if blocked >= n {
+                Ok(())
+            } else {
+                Err(format!("{blocked} of {n} blocked"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn assert_unavailable_problem(status: u16, head: &str, problem: &serde_json::Value) {
+    assert_eq!(status, 503, "{head}\n{problem}");
+    assert!(
+        header(head, "content-type").is_some_and(|v| v.starts_with("application/problem+json")),
+        "{head}"
+    );
+    assert_eq!(problem["kind"], "unavailable", "{problem}");
+}
+
+/// PostgreSQL (a private cluster: stopping the shared one would break every other test) stopped
+/// while an upload through the gateway waits inside the catalog's INSERT, then restarted. The
+/// upload in flight and every request while the database is down answer 503 with a problem
+/// document (the catalog's pool gives up within its acquire timeout; nothing hangs) and leave no
+/// row and no original; after the restart requests succeed, and the retried upload leaves
+/// exactly one row (a second retry finds it: 200, the same photo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_upload_answers_503_recovers_and_keeps_one_row() {
+    let postgres = photos_testkit::postgres::PrivatePostgres::start()
+        .await
+        .expect("a private PostgreSQL");
+    let url = postgres.url();
+    let s3 = photos_testkit::s3::TestS3::start().await.unwrap();
+    let env = Env::start_with(|c| {
+        // The real backends instead of the embedded ones: the catalog on PostgreSQL, storage
+        // on an S3 server of the test's own.
+        c.embedded = false;
+        c.catalog.database.url = photos_runtime::Secret::new(url.clone());
+        c.catalog.database.acquire_timeout_ms = 500;
+        c.catalog.database.max_connections = 4;
+        // Every read reaches the database, so the outage is seen by reads too.
+        c.catalog.cache.backend = photos_catalog::config::CacheBackend::None;
+        c.catalog.jobs.run_workers = false;
+        c.storage.s3.endpoint = s3.endpoint();
+        c.storage.s3.bucket = photos_testkit::s3::BUCKET.into();
+        c.storage.s3.region = photos_testkit::s3::REGION.into();
+        c.storage.s3.access_key = photos_runtime::Secret::new(photos_testkit::s3::ACCESS_KEY);
+        c.storage.s3.secret_key = photos_runtime::Secret::new(photos_testkit::s3::SECRET_KEY);
+        c.storage.s3.force_path_style = true;
+    })
+    .await;
+    wait_serving(env.mesh.addresses.media).await;
+    wait_serving(env.mesh.addresses.storage).await;
+    let gateway = env.mesh.addresses.gateway;
+    let alice = env.token("alice", Role::Owner);
+    let album = env.create_album(&alice, false).await;
+    let (status, _, photo) = upload(gateway, &alice, &album, 1).await;
+    assert_eq!(status, 201, "{photo}");
+    assert_eq!(
+        (
+            rows_in_album(&url, &album).await,
+            originals(&env, &album).await
+        ),
+        (1, 1)
+    );
+
+    // An upload in flight: its CreatePhoto waits on a lock inside its INSERT when the server
+    // stops (`-m fast` ends every session with 57P01).
+    let mut locker = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&url).await.unwrap()
+    };
+    sqlx::raw_sql("BEGIN; LOCK TABLE photos IN SHARE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn({
+        let alice = alice.clone();
+        let album = album.clone();
+        async move { upload(gateway, &alice, &album, 2).await }
+    });
+    blocked_on_lock(&url, 1).await;
+    tokio::task::block_in_place(|| postgres.stop_server("fast")).unwrap();
+    let (status, head, problem) = in_flight.await.unwrap();
+    assert_unavailable_problem(status, &head, &problem);
+    drop(locker);
+
+    // While it is down: reads and uploads answer 503 problem documents.
+    const DOWN_REQUESTS: usize = 3;
+    for n in 0..DOWN_REQUESTS {
+        let (status, head, problem) = env
+            .call(
+                "GET",
+                &format!("/api/v1/albums/{album}"),
+                Some(&alice),
+                None,
+            )
+            .await;
+        assert_unavailable_problem(status, &head, &problem);
+        let (status, head, problem) = upload(gateway, &alice, &album, 10 + n as u8).await;
+        assert_unavailable_problem(status, &head, &problem);
+    }
+
+    postgres.start_server().await.unwrap();
+    // The pool replaces the connections the restart broke; count the 503s meanwhile.
+    let mut failed_while_recovering = 0;
+    for attempt in 0.. {
+        let (status, head, problem) = env
+            .call(
+                "GET",
+                &format!("/api/v1/albums/{album}"),
+                Some(&alice),
+                None,
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert_unavailable_problem(status, &head, &problem);
+        failed_while_recovering += 1;
+        assert!(attempt < 400, "the gateway never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Nothing was written by the failed uploads: one row, one original.
+    assert_eq!(
+        (
+            rows_in_album(&url, &album).await,
+            originals(&env, &album).await
+        ),
+        (1, 1),
+        "no row and no original from the uploads that failed"
+    );
+    // The interrupted upload retried: created once; a second retry finds the same photo.
+    let (status, _, first) = upload(gateway, &alice, &album, 2).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, _, again) = upload(gateway, &alice, &album, 2).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(
+        (
+            rows_in_album(&url, &album).await,
+            originals(&env, &album).await
+        ),
+        (2, 2),
+        "the retried upload left exactly one row and one original"
+    );
+    eprintln!(
+        "postgres restarted mid-upload through the gateway: in-flight upload 503; while down \
+         {DOWN_REQUESTS} reads + {DOWN_REQUESTS} uploads, all 503 problem documents; 503s while \
+         the pool recovered: {failed_while_recovering}; retried upload 201 then 200 (same \
+         photo); rows 2, originals 2 (the first photo and the retried one)"
+    );
+}
