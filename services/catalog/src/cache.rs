@@ -99,6 +99,7 @@ pub fn cache_config(settings: &CacheSettings) -> Option<CacheConfig> {
         prefix: settings.prefix.clone(),
         max_connections: settings.max_connections,
         sync_timeout: std::time::Duration::from_millis(settings.sync_timeout_ms),
+        l1_max_bytes: settings.l1_max_bytes,
         ..CacheConfig::default()
     };
     match settings.backend {

@@ -58,6 +58,10 @@ pub struct CacheSettings {
     pub max_connections: usize,
     /// How long a write waits for the other replicas to confirm its invalidation.
     pub sync_timeout_ms: u64,
+    /// Bytes of keys and values held in process (the memory backend, or Redis's L1). Entries
+    /// under a superseded generation are not removed when it changes: they stay until their
+    /// TTL or until this bound evicts them.
+    pub l1_max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -69,6 +73,7 @@ impl Default for CacheSettings {
             prefix: "photos".into(),
             max_connections: 50,
             sync_timeout_ms: 250,
+            l1_max_bytes: photos_cache::CacheConfig::default().l1_max_bytes,
         }
     }
 }
@@ -164,6 +169,12 @@ impl Validate for CatalogConfig {
 impl CatalogConfig {
     fn validate_cache(&self) -> Result<(), ConfigError> {
         let c = &self.cache;
+        if c.l1_max_bytes == 0 {
+            return Err(ConfigError::new(
+                "cache.l1_max_bytes",
+                "must be positive (backend = none turns caching off)",
+            ));
+        }
         let needs_url = |key: &'static str| {
             ConfigError::new(
                 key,
