@@ -38,7 +38,9 @@ def run_vips(path, method):
     full = src
     for name, w, h, cover, q in PRESETS:
         if cover:
-            img = src.thumbnail_image(w, height=h, crop="attention", size="down")
+            # Materialised once like every other size: the two saves below would otherwise each
+            # rerun the lazy crop and resize, charging libvips for work it need not do.
+            img = src.thumbnail_image(w, height=h, crop="attention", size="down").copy_memory()
         else:
             img = src.thumbnail_image(w, height=h, size="down").copy_memory()
             src = img
