@@ -5,18 +5,21 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use photos_proto::cache_admin::v1 as cache_pb;
 use photos_proto::catalog::v1 as pb;
 use photos_proto::metrics::v1 as metrics_pb;
 use photos_proto::storage::v1 as storage_pb;
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::GatewayError;
+use crate::rendered::{self, ListingKey};
 use crate::sources::{Access, Urls};
 
 type ApiResult<T> = Result<T, GatewayError>;
@@ -129,8 +132,8 @@ pub(crate) fn access(album: &pb::Album) -> Access {
     }
 }
 
-/// Albums as JSON, their preview thumbnails linked (CDN or signed by publication state).
-async fn render_albums(state: &AppState, albums: Vec<pb::Album>) -> ApiResult<Vec<AlbumJson>> {
+/// The URLs of albums' preview thumbnails (CDN or signed by publication state).
+async fn album_urls(state: &AppState, albums: &[pb::Album]) -> ApiResult<Urls> {
     let wanted: Vec<_> = albums
         .iter()
         .flat_map(|a| {
@@ -140,7 +143,12 @@ async fn render_albums(state: &AppState, albums: Vec<pb::Album>) -> ApiResult<Ve
                 .map(move |t| (t.object_key.as_str(), access(a)))
         })
         .collect();
-    let urls = state.sources.urls(&state.storage, &wanted).await?;
+    state.sources.urls(&state.storage, &wanted).await
+}
+
+/// Albums as JSON, their preview thumbnails linked.
+async fn render_albums(state: &AppState, albums: Vec<pb::Album>) -> ApiResult<Vec<AlbumJson>> {
+    let urls = album_urls(state, &albums).await?;
     Ok(albums
         .into_iter()
         .map(|a| AlbumJson::new(a, &urls))
@@ -285,10 +293,10 @@ pub struct PhotoPage {
 }
 
 pub async fn list_albums(
-    State(mut state): State<AppState>,
+    State(state): State<AppState>,
     principal: Principal,
     Query(query): Query<PageQuery>,
-) -> ApiResult<Json<AlbumPage>> {
+) -> ApiResult<Response> {
     let (published_only, owner_id) = match (&principal, query.mine) {
         (Principal::User { id, .. }, true) => (false, id.clone()),
         (Principal::Anonymous, true) => {
@@ -298,21 +306,57 @@ pub async fn list_albums(
         }
         _ => (true, String::new()),
     };
-    let response = state
-        .catalog
-        .list_albums(pb::ListAlbumsRequest {
-            published_only,
-            page_size: query.page_size.unwrap_or(20),
-            page_token: query.page_token.unwrap_or_default(),
-            preview_count: 4,
-            owner_id,
-        })
-        .await?
-        .into_inner();
-    Ok(Json(AlbumPage {
-        albums: render_albums(&state, response.albums).await?,
-        next_page_token: response.next_page_token,
-    }))
+    let key = ListingKey {
+        published_only,
+        owner_id,
+        page_size: query.page_size.unwrap_or(20),
+        page_token: query.page_token.unwrap_or_default(),
+        preview_count: 4,
+    };
+    let answer = rendered::list_albums(
+        state.catalog_channel.clone(),
+        pb::ListAlbumsRequest {
+            published_only: key.published_only,
+            page_size: key.page_size,
+            page_token: key.page_token.clone(),
+            preview_count: key.preview_count,
+            owner_id: key.owner_id.clone(),
+        },
+    )
+    .await?;
+    let page = match state.album_pages.get(&key, &answer, Instant::now()) {
+        Some(page) => page,
+        None => {
+            // What tonic answers when prost cannot decode a message.
+            let response = pb::ListAlbumsResponse::decode(answer.clone())
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            let urls = album_urls(&state, &response.albums).await?;
+            let body = serde_json::to_vec(&AlbumPage {
+                albums: response
+                    .albums
+                    .into_iter()
+                    .map(|a| AlbumJson::new(a, &urls))
+                    .collect(),
+                next_page_token: response.next_page_token,
+            })
+            .map_err(GatewayError::Render)?;
+            state.album_pages.insert(
+                key,
+                rendered::Page::new(answer, urls.reuse_until(), body.into()),
+            )
+        }
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, page.etag.clone()),
+        ],
+        page.body.clone(),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,8 @@ pub enum GatewayError {
     RateLimited { retry_after_secs: u64 },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot render the response: {0}")]
+    Render(serde_json::Error),
 }
 
 impl GatewayError {
@@ -50,7 +52,8 @@ impl GatewayError {
             | GatewayError::Auth(_)
             | GatewayError::Upstream(_)
             | GatewayError::Cache(_)
-            | GatewayError::Serve(_) => ErrorKind::Internal,
+            | GatewayError::Serve(_)
+            | GatewayError::Render(_) => ErrorKind::Internal,
         }
     }
 }

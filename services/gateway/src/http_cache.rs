@@ -26,17 +26,23 @@ pub async fn etag(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BODY).await else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response body too large to tag",
-        )
-            .into_response();
+    // A handler that keeps its rendered bodies tags them itself (with the same hash), so a
+    // stored body is not hashed again on every request.
+    let (tag_value, body) = match parts.headers.get(header::ETAG) {
+        Some(tag) => (tag.clone(), body),
+        None => {
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BODY).await else {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "response body too large to tag",
+                )
+                    .into_response();
+            };
+            let tag = etag_of(&bytes);
+            parts.headers.insert(header::ETAG, tag.clone());
+            (tag, Body::from(bytes))
+        }
     };
-    let digest = Sha256::digest(&bytes);
-    let tag = format!("\"{}\"", hex(&digest[..16]));
-    let tag_value = HeaderValue::from_str(&tag).expect("hex is a valid header value");
-    parts.headers.insert(header::ETAG, tag_value.clone());
     parts.headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if authenticated {
@@ -48,20 +54,27 @@ pub async fn etag(request: Request, next: Next) -> Response {
     parts
         .headers
         .insert(header::VARY, HeaderValue::from_static("Authorization"));
-    let matches = if_none_match
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(&tag))
-        });
+    let if_none_match = if_none_match.as_ref().and_then(|v| v.to_str().ok());
+    let matches = match (if_none_match, tag_value.to_str()) {
+        (Some(v), Ok(tag)) => v
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag)),
+        _ => false,
+    };
     if matches {
         parts.status = StatusCode::NOT_MODIFIED;
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, Body::empty());
     }
-    Response::from_parts(parts, Body::from(bytes))
+    Response::from_parts(parts, body)
+}
+
+/// The strong ETag of a body: the first 128 bits of its SHA-256, quoted.
+pub(crate) fn etag_of(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    HeaderValue::from_str(&format!("\"{}\"", hex(&digest[..16])))
+        .expect("hex is a valid header value")
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -10,6 +10,7 @@ mod jobs;
 mod openapi;
 mod pages;
 mod ratelimit;
+mod rendered;
 pub mod retry;
 mod sources;
 mod upload;
@@ -45,6 +46,10 @@ pub use error::GatewayError;
 #[derive(Clone)]
 struct AppState {
     catalog: CatalogServiceClient<Channel>,
+    /// The catalog's channel, for calls whose answer the gateway keeps in wire bytes.
+    catalog_channel: Channel,
+    /// Album lists as last sent, reused while the catalog answers the same bytes.
+    album_pages: rendered::RenderedPages,
     /// The catalog's durable jobs API (same address as the catalog).
     jobs: JobServiceClient<Channel>,
     media: MediaServiceClient<Channel>,
@@ -88,6 +93,8 @@ pub async fn build(config: GatewayConfig) -> Result<Application, GatewayError> {
     let retries = Arc::new(retry::RetryBudget::default());
     let state = AppState {
         catalog: CatalogServiceClient::new(catalog.clone()),
+        catalog_channel: catalog.clone(),
+        album_pages: rendered::RenderedPages::default(),
         jobs: JobServiceClient::new(catalog),
         // Originals above tonic's 4 MiB default never travel as one message, but media's
         // answers list every variant and may pass it on large preset tables.

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use photos_proto::storage::v1 as storage_pb;
@@ -24,7 +24,16 @@ pub struct Sources {
     cdn_base_url: Option<Arc<str>>,
     kind: storage_pb::UrlKind,
     ttl_seconds: u32,
-    signed: moka::sync::Cache<String, Arc<str>>,
+    /// How long a signed URL is handed out again: half its lifetime.
+    reuse: Duration,
+    signed: moka::sync::Cache<String, Signed>,
+}
+
+/// A signed URL and the moment it stops being handed out (its cache entry's expiry).
+#[derive(Clone)]
+struct Signed {
+    url: Arc<str>,
+    reuse_until: Instant,
 }
 
 /// Who may see an object: anyone (published album) or only the caller it was shown to.
@@ -36,11 +45,23 @@ pub enum Access {
 
 /// The URLs of one response's objects, by key.
 #[derive(Debug, Default)]
-pub struct Urls(HashMap<String, Arc<str>>);
+pub struct Urls {
+    by_key: HashMap<String, Arc<str>>,
+    reuse_until: Option<Instant>,
+}
 
 impl Urls {
     pub fn get(&self, key: &str) -> String {
-        self.0.get(key).map(|u| u.to_string()).unwrap_or_default()
+        self.by_key
+            .get(key)
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Until when these same URLs would be handed out again: the earliest moment one of the
+    /// signed URLs among them is due for re-signing. None: no signed URL (CDN URLs never change).
+    pub fn reuse_until(&self) -> Option<Instant> {
+        self.reuse_until
     }
 }
 
@@ -54,11 +75,10 @@ impl Sources {
                 SignedUrlKind::CdnSigned => storage_pb::UrlKind::CdnSigned,
             },
             ttl_seconds: config.signed_url_ttl_seconds,
+            reuse: reuse(config),
             signed: moka::sync::Cache::builder()
                 .max_capacity(config.signed_url_cache_entries)
-                .time_to_live(Duration::from_secs(u64::from(
-                    config.signed_url_ttl_seconds / 2,
-                )))
+                .time_to_live(reuse(config))
                 .build(),
         }
     }
@@ -70,6 +90,8 @@ impl Sources {
         wanted: &[(&str, Access)],
     ) -> Result<Urls, GatewayError> {
         let mut urls = HashMap::new();
+        let mut reuse_until: Option<Instant> = None;
+        let now = Instant::now();
         let mut to_sign = Vec::new();
         for &(key, access) in wanted {
             if key.is_empty() || urls.contains_key(key) {
@@ -82,9 +104,13 @@ impl Sources {
                         Arc::from(format!("{base}/{}", encode_path(key))),
                     );
                 }
-                _ => match self.signed.get(key) {
-                    Some(url) => {
-                        urls.insert(key.to_owned(), url);
+                // moka may hand out an entry up to its expiry instant; the check keeps a URL's
+                // reuse window exactly the half lifetime it was signed for.
+                _ => match self.signed.get(key).filter(|s| s.reuse_until > now) {
+                    Some(s) => {
+                        reuse_until =
+                            Some(reuse_until.map_or(s.reuse_until, |t| t.min(s.reuse_until)));
+                        urls.insert(key.to_owned(), s.url);
                     }
                     None if !to_sign.iter().any(|k| k == key) => to_sign.push(key.to_owned()),
                     None => {}
@@ -113,12 +139,28 @@ impl Sources {
             .buffer_unordered(SIGN_CONCURRENCY)
             .try_collect()
             .await?;
-        for (key, url) in signed {
-            self.signed.insert(key.clone(), url.clone());
-            urls.insert(key, url);
+        if !signed.is_empty() {
+            // From before the calls: never later than the moment storage signed them.
+            let until = now + self.reuse;
+            reuse_until = Some(reuse_until.map_or(until, |t| t.min(until)));
+            for (key, url) in signed {
+                let entry = Signed {
+                    url: url.clone(),
+                    reuse_until: until,
+                };
+                self.signed.insert(key.clone(), entry);
+                urls.insert(key, url);
+            }
         }
-        Ok(Urls(urls))
+        Ok(Urls {
+            by_key: urls,
+            reuse_until,
+        })
     }
+}
+
+fn reuse(config: &SourcesConfig) -> Duration {
+    Duration::from_secs(u64::from(config.signed_url_ttl_seconds / 2))
 }
 
 /// Percent-encodes an object key for a URL path, keeping `/` as the separator.
