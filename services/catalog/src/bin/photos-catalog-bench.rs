@@ -37,6 +37,10 @@ use sqlx::{AssertSqlSafe, Connection};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+// The allocator the catalog binary runs (src/main.rs says why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ALBUMS: i64 = 1_000;
 const PHOTOS_PER_ALBUM: i64 = 50;
 const PAGE: i32 = 20;
