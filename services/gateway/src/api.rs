@@ -309,7 +309,12 @@ pub async fn list_albums(
     let key = ListingKey {
         published_only,
         owner_id,
-        page_size: query.page_size.unwrap_or(20),
+        // As the catalog reads it (0 -> its default of 20, above 100 -> 100), so sizes that
+        // name the same page share one stored page instead of filling the store with copies.
+        page_size: match query.page_size.unwrap_or(20) {
+            0 => 20,
+            n => n.min(100),
+        },
         page_token: query.page_token.unwrap_or_default(),
         preview_count: 4,
     };
@@ -342,7 +347,8 @@ pub async fn list_albums(
             .map_err(GatewayError::Render)?;
             state.album_pages.insert(
                 key,
-                rendered::Page::new(answer, urls.reuse_until(), body.into()),
+                // Boxed first: the store weighs `len`, so no spare capacity may ride along.
+                rendered::Page::new(answer, urls.reuse_until(), body.into_boxed_slice().into()),
             )
         }
     };

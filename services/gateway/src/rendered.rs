@@ -156,7 +156,10 @@ impl Decoder for AnswerBytes {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+        // A copy, not `copy_to_bytes`: that would share (and keep alive, while the page is
+        // stored) tonic's whole receive buffer, which the store's weigher does not see.
+        let shared = buf.copy_to_bytes(buf.remaining());
+        Ok(Some(Bytes::copy_from_slice(&shared)))
     }
 }
 
