@@ -347,6 +347,34 @@ async fn oversize_files_get_413_and_leave_nothing_behind() {
     env.mesh.shutdown().await.unwrap();
 }
 
+/// Storage refusing an upload while the gateway is still feeding it (here: each chunk message is
+/// above storage's message limit, so storage answers after the first one). The gateway used to
+/// poll the finished PutObject call a second time on that path: the handler task panicked and
+/// the client saw its connection dropped instead of an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_refusing_mid_body_gets_a_problem_document_and_leaves_nothing() {
+    let env = Env::start_with(|c| {
+        c.storage.server.max_message_bytes = 64 * 1024;
+        c.storage.transfer.read_chunk_bytes = 16 * 1024;
+        c.gateway.upload.chunk_bytes = 1024 * 1024;
+    })
+    .await;
+    let alice = env.token("alice", Role::Owner);
+    let album = env.create_album(&alice, false).await;
+    // Many chunks: the body is still being fed when storage's refusal of the first arrives.
+    let big = vec![0xAB; 12 * 1024 * 1024];
+    for attempt in 0..3 {
+        let (status, head, problem) = env
+            .upload(&album, Some(&alice), &[], &form(&[], Some(&big)))
+            .await;
+        assert_eq!(status, 413, "attempt {attempt}: {head}\n{problem}");
+        assert_eq!(problem["kind"], "too_large", "attempt {attempt}: {problem}");
+    }
+    assert_eq!(env.photo_count(&album, &alice).await, 0);
+    assert!(env.originals(&album).await.is_empty(), "nothing stored");
+    env.mesh.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_replays_the_first_outcome() {
     let env = Env::start().await;
