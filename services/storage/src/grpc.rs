@@ -366,6 +366,14 @@ impl StorageService for StorageGrpc {
         request: Request<pb::AbortIncompleteUploadsRequest>,
     ) -> Result<Response<pb::AbortIncompleteUploadsResponse>, Status> {
         let req = request.into_inner();
+        if req.older_than_seconds == 0 && !req.dry_run && !req.include_in_flight {
+            return Err(StorageError::invalid(
+                "older_than_seconds",
+                "0 would abort uploads that may be running right now: give an age (e.g. 86400) \
+                 or set include_in_flight",
+            )
+            .into());
+        }
         let cutoff = (req.older_than_seconds > 0)
             .then(|| SystemTime::now() - Duration::from_secs(u64::from(req.older_than_seconds)));
         let out = self

@@ -450,12 +450,22 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
     let channel = storage.channel().await;
     storage.serving(channel.clone()).await;
     let mut client_rpc = StorageServiceClient::new(channel);
+    let unsaid = client_rpc
+        .abort_incomplete_uploads(pb::AbortIncompleteUploadsRequest {
+            prefix: "originals/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an age of 0 without include_in_flight is refused");
+    assert_eq!(unsaid.code(), tonic::Code::InvalidArgument, "{unsaid:?}");
+    assert!(unsaid.message().contains("include_in_flight"), "{unsaid:?}");
     let mut sweep = async |older_than_seconds: u32, dry_run: bool| {
         client_rpc
             .abort_incomplete_uploads(pb::AbortIncompleteUploadsRequest {
                 prefix: "originals/".into(),
                 older_than_seconds,
                 dry_run,
+                include_in_flight: older_than_seconds == 0,
             })
             .await
             .unwrap()
