@@ -237,35 +237,6 @@ async fn rows_in_album(url: &str, album: &str) -> i64 {
         .unwrap()
 }
 
-/// Waits until `n` sessions of the database wait on a lock.
-async fn blocked_on_lock(url: &str, n: i64) {
-    use sqlx::Connection;
-    photos_testkit::wait::until(
-        "calls blocked on the lock",
-        std::time::Duration::from_secs(20),
-        std::time::Duration::from_millis(20),
-        || async {
-            let mut c = sqlx::PgConnection::connect(url)
-                .await
-                .map_err(|e| e.to_string())?;
-            let blocked: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&mut c)
-            .await
-            .map_err(|e| e.to_string())?;
-            if blocked >= n {
-                Ok(())
-            } else {
-                Err(format!("{blocked} of {n} blocked"))
-            }
-        },
-    )
-    .await
-    .unwrap();
-}
-
 fn assert_unavailable_problem(status: u16, head: &str, problem: &serde_json::Value) {
     assert_eq!(status, 503, "{head}\n{problem}");
     assert!(
@@ -336,7 +307,7 @@ async fn postgres_restarted_mid_upload_answers_503_recovers_and_keeps_one_row() 
         let album = album.clone();
         async move { upload(gateway, &alice, &album, 2).await }
     });
-    blocked_on_lock(&url, 1).await;
+    photos_testkit::postgres::wait_blocked_on_lock(&url, 1, false).await;
     tokio::task::block_in_place(|| postgres.stop_server("fast")).unwrap();
     let (status, head, problem) = in_flight.await.unwrap();
     assert_unavailable_problem(status, &head, &problem);

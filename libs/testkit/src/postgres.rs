@@ -87,6 +87,45 @@ pub async fn database_exists(name: &str) -> anyhow::Result<bool> {
     Ok(row.is_some())
 }
 
+/// Waits (up to 20 s) until `n` sessions of the database at `url` wait on a lock; with
+/// `mid_transaction`, only sessions whose transaction started before their current statement.
+/// Fault tests use it to act while calls are provably inside the database.
+pub async fn wait_blocked_on_lock(url: &str, n: i64, mid_transaction: bool) {
+    let extra = if mid_transaction {
+        " AND xact_start < query_start"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock'{extra}"
+    );
+    crate::wait::until(
+        "calls blocked on the lock",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(20),
+        || {
+            let sql = sql.clone();
+            async move {
+                let mut c = PgConnection::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let blocked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if blocked >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{blocked} of {n} blocked"))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// A PostgreSQL server of its own (initdb + pg_ctl on a free port, trust auth, no fsync), for
 /// tests that stop and restart the database under a running service. Needs the server binaries
 /// (`/usr/lib/postgresql/<version>/bin`, Debian's `postgresql` package); as root it runs them as

@@ -15,7 +15,7 @@ use photos_proto::catalog::v1::*;
 use photos_proto::metrics::v1::GetCacheStatsRequest;
 use photos_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 use photos_runtime::Secret;
-use photos_testkit::postgres::PrivatePostgres;
+use photos_testkit::postgres::{PrivatePostgres, wait_blocked_on_lock};
 use photos_testkit::redis::RedisServer;
 use photos_testkit::wait;
 use prost_types::FieldMask;
@@ -34,38 +34,6 @@ async fn scalar_i64(url: &str, sql: &str) -> i64 {
         .fetch_one(&mut c)
         .await
         .unwrap()
-}
-
-/// Waits until `n` sessions of the database are blocked on a lock, each inside a transaction
-/// that started before its current statement when `mid_transaction` is set.
-async fn blocked_on_lock(url: &str, n: i64, mid_transaction: bool) {
-    let extra = if mid_transaction {
-        " AND xact_start < query_start"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-         AND wait_event_type = 'Lock'{extra}"
-    );
-    wait::until(
-        "calls blocked on the lock",
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        || {
-            let sql = sql.clone();
-            async move {
-                let blocked = scalar_i64(url, &sql).await;
-                if blocked >= n {
-                    Ok(())
-                } else {
-                    Err(format!("{blocked} of {n} blocked"))
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
 }
 
 fn new_photo(album_id: &str, n: u64) -> CreatePhotoRequest {
@@ -164,7 +132,7 @@ async fn postgres_restarted_under_calls_answers_unavailable_recovers_and_keeps_o
         let req = new_photo(&album, 1);
         async move { c.create_photo(req).await }
     });
-    blocked_on_lock(&url, 1, false).await;
+    wait_blocked_on_lock(&url, 1, false).await;
     tokio::task::block_in_place(|| server.stop_server("fast")).unwrap();
     let err = in_flight.await.unwrap().expect_err("the server went away");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -225,7 +193,7 @@ async fn postgres_restarted_under_calls_answers_unavailable_recovers_and_keeps_o
         let req = media_result(&photo.id);
         async move { c.record_media_result(req).await }
     });
-    blocked_on_lock(&url, 1, true).await;
+    wait_blocked_on_lock(&url, 1, true).await;
     tokio::task::block_in_place(|| server.stop_server("immediate")).unwrap();
     let err = in_flight.await.unwrap().expect_err("the server crashed");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -304,7 +272,7 @@ async fn an_exhausted_pool_fails_calls_with_unavailable_and_recovers() {
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(read(&client, &album)))
         .collect();
-    blocked_on_lock(&app.url, 2, false).await;
+    wait_blocked_on_lock(&app.url, 2, false).await;
 
     let mut refused = 0;
     for _ in 0..3 {
