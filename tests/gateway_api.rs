@@ -333,6 +333,71 @@ async fn unchanged_reads_answer_304_to_a_matching_etag() {
     env.mesh.shutdown().await.unwrap();
 }
 
+/// The header lines a cache acts on, lowercased, in a fixed order.
+fn caching_headers(head: &str) -> Vec<String> {
+    let mut lines: Vec<String> = head
+        .lines()
+        .map(str::to_lowercase)
+        .filter(|l| {
+            [
+                "etag:",
+                "cache-control:",
+                "vary:",
+                "content-length:",
+                "content-type:",
+            ]
+            .iter()
+            .any(|h| l.starts_with(h))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_with_the_get_headers_and_no_body() {
+    let env = Env::start().await;
+    let admin = env.token("root", Role::Admin);
+    let album = env.create_album(&admin, true).await;
+    let gw = env.mesh.addresses.gateway;
+    // The album list is served from the gateway's stored pages, the album page is rendered per
+    // request: both must tag HEAD the way they tag GET.
+    for path in [
+        "/api/v1/albums".to_owned(),
+        format!("/api/v1/albums/{album}"),
+    ] {
+        let (status, get_head, get_body) = request(gw, "GET", &path, &[], None).await;
+        assert_eq!(status, 200, "{path}: {get_body}");
+        let (status, head_head, head_body) = request(gw, "HEAD", &path, &[], None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            head_body.is_empty(),
+            "{path}: HEAD sent a body: {head_body}"
+        );
+        let expected = caching_headers(&get_head);
+        assert!(
+            expected.iter().any(|l| l.starts_with("etag:"))
+                && expected.iter().any(|l| l.starts_with("cache-control:")),
+            "{path}: {get_head}"
+        );
+        assert!(
+            expected.contains(&format!("content-length: {}", get_body.len())),
+            "{path}: {get_head}"
+        );
+        assert_eq!(caching_headers(&head_head), expected, "{path}");
+        let etag = expected
+            .iter()
+            .find_map(|l| l.strip_prefix("etag:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let (status, _, body) = request(gw, "HEAD", &path, &[("If-None-Match", &etag)], None).await;
+        assert_eq!(status, 304, "{path}");
+        assert!(body.is_empty());
+    }
+    env.mesh.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_every_route() {
     let env = Env::start().await;

@@ -1,7 +1,7 @@
 //! Conditional GETs: a strong ETag over the JSON body and 304 when the client already has it,
 //! so a polling page costs a round trip but no transfer. Responses vary by the caller's token.
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -11,10 +11,30 @@ use sha2::{Digest, Sha256};
 /// JSON bodies above this are passed through untagged rather than buffered.
 const MAX_TAGGED_BODY: usize = 4 * 1024 * 1024;
 
-pub async fn etag(request: Request, next: Next) -> Response {
-    if request.method() != Method::GET {
+pub async fn etag(mut request: Request, next: Next) -> Response {
+    // A HEAD answer must carry the headers the GET would (ETag, Cache-Control, Vary, length),
+    // so HEAD runs as the GET and loses its body here, not in the router before the tag.
+    let head = request.method() == Method::HEAD;
+    if head {
+        *request.method_mut() = Method::GET;
+    } else if request.method() != Method::GET {
         return next.run(request).await;
     }
+    let response = tagged(request, next).await;
+    if !head {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    if parts.status != StatusCode::NOT_MODIFIED
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && let Some(length) = HttpBody::size_hint(&body).exact()
+    {
+        parts.headers.insert(header::CONTENT_LENGTH, length.into());
+    }
+    Response::from_parts(parts, Body::empty())
+}
+
+async fn tagged(request: Request, next: Next) -> Response {
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let authenticated = request.headers().contains_key(header::AUTHORIZATION);
     let response = next.run(request).await;

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use axum::http::HeaderValue;
 use axum::http::uri::PathAndQuery;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use photos_proto::catalog::v1 as pb;
 use photos_runtime::client::Channel;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Code, Status};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 
 /// Bytes the stored pages may take in all (catalog answer plus body).
 const MAX_BYTES: u64 = 32 * 1024 * 1024;
@@ -125,27 +125,15 @@ impl<Req> Default for RawAnswer<Req> {
 impl<Req: prost::Message + Send + 'static> Codec for RawAnswer<Req> {
     type Encode = Req;
     type Decode = Bytes;
-    type Encoder = ProstRequest<Req>;
+    type Encoder = tonic_prost::ProstEncoder<Req>;
     type Decoder = AnswerBytes;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstRequest(PhantomData)
+        tonic_prost::ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         AnswerBytes
-    }
-}
-
-pub struct ProstRequest<Req>(PhantomData<Req>);
-
-impl<Req: prost::Message> Encoder for ProstRequest<Req> {
-    type Item = Req;
-    type Error = Status;
-
-    fn encode(&mut self, item: Req, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(buf)
-            .map_err(|e| Status::new(Code::Internal, e.to_string()))
     }
 }
 
@@ -158,8 +146,9 @@ impl Decoder for AnswerBytes {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         // A copy, not `copy_to_bytes`: that would share (and keep alive, while the page is
         // stored) tonic's whole receive buffer, which the store's weigher does not see.
-        let shared = buf.copy_to_bytes(buf.remaining());
-        Ok(Some(Bytes::copy_from_slice(&shared)))
+        let mut own = BytesMut::with_capacity(buf.remaining());
+        own.put(buf);
+        Ok(Some(own.freeze()))
     }
 }
 
