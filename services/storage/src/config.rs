@@ -21,6 +21,7 @@ pub struct StorageConfig {
     pub transfer: TransferConfig,
     pub keys: KeysConfig,
     pub urls: UrlsConfig,
+    pub multipart_sweep: MultipartSweepConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +172,34 @@ impl Default for UrlsConfig {
     }
 }
 
+/// The abandoned-multipart-upload sweep each storage process runs on a schedule (over every
+/// managed prefix): what a process killed mid-upload leaves behind, on any S3 API, without
+/// waiting for (or relying on) the bucket's lifecycle rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MultipartSweepConfig {
+    /// Seconds between sweeps; 0 disables the schedule (the RPC still works). The first sweep
+    /// runs after a random delay within one interval, so replicas started together do not all
+    /// list the bucket at once.
+    pub interval_seconds: u64,
+    /// Only uploads started at least this long ago are aborted: far above the longest upload,
+    /// since an upload still running is indistinguishable from an abandoned one.
+    pub older_than_seconds: u64,
+    /// Uploads one sweep acts on at most (all prefixes together); the rest wait for the next.
+    pub max_uploads_per_run: u32,
+}
+
+impl Default for MultipartSweepConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 3600,
+            // One day, the shortest a bucket's abort-incomplete lifecycle rule can say.
+            older_than_seconds: 24 * 3600,
+            max_uploads_per_run: 10_000,
+        }
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
@@ -180,6 +209,7 @@ impl Default for StorageConfig {
             transfer: TransferConfig::default(),
             keys: KeysConfig::default(),
             urls: UrlsConfig::default(),
+            multipart_sweep: MultipartSweepConfig::default(),
         }
     }
 }
@@ -339,6 +369,16 @@ impl Validate for StorageConfig {
                 "must be between 1 and urls.max_expiry_seconds",
             ));
         }
+
+        let m = &self.multipart_sweep;
+        if m.interval_seconds > 0 {
+            // 0 would abort uploads running right now, on every replica, every interval.
+            positive("multipart_sweep.older_than_seconds", m.older_than_seconds)?;
+            positive(
+                "multipart_sweep.max_uploads_per_run",
+                u64::from(m.max_uploads_per_run),
+            )?;
+        }
         Ok(())
     }
 }
@@ -394,5 +434,11 @@ mod tests {
         let mut c = StorageConfig::default();
         c.urls.max_expiry_seconds = MAX_PRESIGN_SECONDS + 1;
         assert_eq!(err_key(&c), "urls.max_expiry_seconds");
+
+        let mut c = StorageConfig::default();
+        c.multipart_sweep.older_than_seconds = 0;
+        assert_eq!(err_key(&c), "multipart_sweep.older_than_seconds");
+        c.multipart_sweep.interval_seconds = 0;
+        c.validate().expect("a disabled sweep needs no age");
     }
 }

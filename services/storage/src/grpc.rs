@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StorageError;
-use crate::store::{IncompleteUpload, KeyFailure, ObjectMeta, Rule, StorageClass, Store};
+use crate::store::{self, IncompleteUpload, KeyFailure, ObjectMeta, Rule, StorageClass, Store};
 use crate::upload::{self, Piece, PutHeader};
 use crate::urls;
 
@@ -374,14 +374,44 @@ impl StorageService for StorageGrpc {
             )
             .into());
         }
+        let max_uploads = match req.max_uploads as usize {
+            0 => store::SWEEP_DEFAULT_UPLOADS,
+            n if n > store::SWEEP_MAX_UPLOADS => {
+                return Err(StorageError::invalid(
+                    "max_uploads",
+                    format!(
+                        "must be at most {} (0: {}); go on with the returned markers",
+                        store::SWEEP_MAX_UPLOADS,
+                        store::SWEEP_DEFAULT_UPLOADS
+                    ),
+                )
+                .into());
+            }
+            n => n,
+        };
         let cutoff = (req.older_than_seconds > 0)
             .then(|| SystemTime::now() - Duration::from_secs(u64::from(req.older_than_seconds)));
         let out = self
             .store
-            .abort_incomplete(&req.prefix, cutoff, req.dry_run)
+            .abort_incomplete(store::SweepRequest {
+                prefix: req.prefix,
+                initiated_before: cutoff,
+                dry_run: req.dry_run,
+                max_uploads,
+                start_after: (!req.key_marker.is_empty() || !req.upload_id_marker.is_empty())
+                    .then_some(store::UploadMarker {
+                        key: req.key_marker,
+                        upload_id: req.upload_id_marker,
+                    }),
+            })
             .await?;
+        let (next_key_marker, next_upload_id_marker) =
+            out.next.map(|m| (m.key, m.upload_id)).unwrap_or_default();
         Ok(Response::new(pb::AbortIncompleteUploadsResponse {
             uploads: out.uploads.into_iter().map(incomplete).collect(),
+            already_gone: out.already_gone.into_iter().map(incomplete).collect(),
+            next_key_marker,
+            next_upload_id_marker,
             errors: key_errors(out.errors),
         }))
     }

@@ -93,16 +93,64 @@ pub struct IncompleteUpload {
     pub initiated: Option<SystemTime>,
 }
 
+/// Where a sweep goes on: the store's key-marker and upload-id-marker, passed back as the
+/// store gave them (either may be empty: SeaweedFS gives only an upload id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadMarker {
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// One bounded sweep call.
+#[derive(Debug, Clone)]
+pub struct SweepRequest {
+    pub prefix: String,
+    /// Only uploads initiated before this; `None`: all of them.
+    pub initiated_before: Option<SystemTime>,
+    pub dry_run: bool,
+    /// The most uploads this call acts on, 1..=[`SWEEP_MAX_UPLOADS`].
+    pub max_uploads: usize,
+    pub start_after: Option<UploadMarker>,
+}
+
 #[derive(Debug, Default)]
 pub struct SweepOutcome {
     /// Aborted, or with `dry_run` found.
     pub uploads: Vec<IncompleteUpload>,
+    /// Listed, then NoSuchUpload when aborted: someone else completed or aborted it meanwhile.
+    pub already_gone: Vec<IncompleteUpload>,
     pub errors: Vec<KeyFailure>,
+    /// Set when the call stopped with uploads under the prefix still unexamined.
+    pub next: Option<UploadMarker>,
 }
 
-/// Pages of ListMultipartUploads one sweep reads at most (1000 uploads a page), so a store
-/// that keeps answering "truncated" cannot hold the call forever.
-const SWEEP_MAX_PAGES: usize = 1000;
+/// What one AbortMultipartUpload came to.
+#[derive(Debug)]
+pub enum AbortResult {
+    Aborted,
+    /// NoSuchUpload: completed or aborted by someone else since the listing.
+    AlreadyGone,
+    Failed(KeyFailure),
+}
+
+/// Whether an AbortMultipartUpload error means the upload no longer exists. A 404 for the
+/// bucket (NoSuchBucket) is a real failure, not an upload that is gone.
+pub fn abort_error_means_gone(status: Option<u16>, code: Option<&str>) -> bool {
+    match code {
+        Some("NoSuchUpload") => true,
+        Some("NoSuchBucket") => false,
+        _ => status == Some(404),
+    }
+}
+
+/// Uploads one sweep call acts on when the caller names no number.
+pub const SWEEP_DEFAULT_UPLOADS: usize = 1000;
+/// The most uploads one sweep call may be asked to act on.
+pub const SWEEP_MAX_UPLOADS: usize = 10_000;
+/// ListMultipartUploads pages (up to 1000 uploads each) one sweep call reads at most, so a call
+/// over a listing of mostly young uploads, or a store that keeps answering "truncated", stays
+/// bounded; the caller goes on from the returned marker.
+pub const SWEEP_PAGES_PER_CALL: usize = 10;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rule {
@@ -649,42 +697,70 @@ impl Store {
         );
     }
 
-    /// Aborts the multipart uploads under `prefix` initiated before `initiated_before` (all of
-    /// them if `None`): ListMultipartUploads, then AbortMultipartUpload each; with `dry_run` only
-    /// lists them.
+    /// Aborts the multipart uploads under `req.prefix` initiated before `req.initiated_before`
+    /// (all of them if `None`), at most `req.max_uploads` of them and at most
+    /// [`SWEEP_PAGES_PER_CALL`] listing pages per call: ListMultipartUploads, then
+    /// AbortMultipartUpload each; with `dry_run` only lists them.
     /// Pages are listed first and aborted after, so aborting never shifts the listing's markers.
-    pub async fn abort_incomplete(
-        &self,
-        prefix: &str,
-        initiated_before: Option<SystemTime>,
-        dry_run: bool,
-    ) -> Result<SweepOutcome, StorageError> {
-        keys::validate_prefix(&self.config.keys, prefix)?;
+    pub async fn abort_incomplete(&self, req: SweepRequest) -> Result<SweepOutcome, StorageError> {
+        keys::validate_prefix(&self.config.keys, &req.prefix)?;
+        let max = req.max_uploads.clamp(1, SWEEP_MAX_UPLOADS);
         let mut found = Vec::new();
-        let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
-        for _ in 0..SWEEP_MAX_PAGES {
+        let mut marker = req.start_after.clone();
+        let mut next = None;
+        for page_number in 1..=SWEEP_PAGES_PER_CALL {
+            // A page never holds more uploads than the call may still act on, so the call
+            // never stops inside a page and can always hand back the store's own markers:
+            // stores differ in what a marker means (AWS lists by key, then upload; SeaweedFS
+            // by upload id alone, and answers a key-marker with that key's uploads only).
+            let page_size = (max - found.len()).min(1000) as i32;
+            let (key_marker, upload_id_marker) = match &marker {
+                Some(m) => (
+                    (!m.key.is_empty()).then(|| m.key.clone()),
+                    (!m.upload_id.is_empty()).then(|| m.upload_id.clone()),
+                ),
+                None => (None, None),
+            };
             let page = self
                 .s3
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(upload_id_marker.take())
+                .prefix(&req.prefix)
+                .max_uploads(page_size)
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(upload_id_marker)
                 .send()
                 .await
-                .map_err(describe)?;
-            for u in page.uploads() {
+                .map_err(|e| {
+                    let code = e
+                        .as_service_error()
+                        .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s));
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if code == Some("NotImplemented") || status == Some(501) {
+                        StorageError::FailedPrecondition(
+                            "the object store does not implement ListMultipartUploads: only the \
+                             bucket's abort-incomplete lifecycle rule can remove abandoned uploads"
+                                .to_owned(),
+                        )
+                    } else {
+                        describe(e)
+                    }
+                })?;
+            let listed = page.uploads();
+            for u in listed {
                 let (Some(key), Some(upload_id)) = (u.key(), u.upload_id()) else {
                     continue;
                 };
                 let initiated = to_system_time(u.initiated());
                 // With a cutoff, an upload whose start the store does not report is never
                 // taken for old.
-                let old = match initiated_before {
+                let old = match req.initiated_before {
                     None => true,
                     Some(cutoff) => initiated.is_some_and(|t| t < cutoff),
                 };
-                if old {
+                // A store that sends more than asked for (none known): the surplus waits for a
+                // later sweep from the start.
+                if old && found.len() < max {
                     found.push(IncompleteUpload {
                         key: key.to_owned(),
                         upload_id: upload_id.to_owned(),
@@ -692,59 +768,98 @@ impl Store {
                     });
                 }
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
-            if !page.is_truncated().unwrap_or(false) || key_marker.is_none() {
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            let key = page.next_key_marker().unwrap_or_default();
+            let upload_id = page.next_upload_id_marker().unwrap_or_default();
+            let resume = if key.is_empty() && upload_id.is_empty() {
+                // No markers at all: S3's rule, after the last upload listed.
+                listed.last().and_then(|u| {
+                    Some(UploadMarker {
+                        key: u.key()?.to_owned(),
+                        upload_id: u.upload_id().unwrap_or_default().to_owned(),
+                    })
+                })
+            } else {
+                Some(UploadMarker {
+                    key: key.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                })
+            };
+            // Truncated with nowhere to go on from, or no progress: stop rather than loop.
+            if resume.is_none() || resume == marker {
+                break;
+            }
+            marker = resume;
+            if found.len() == max || page_number == SWEEP_PAGES_PER_CALL {
+                next = marker.clone();
                 break;
             }
         }
-        if dry_run {
+        if req.dry_run {
             return Ok(SweepOutcome {
                 uploads: found,
-                errors: Vec::new(),
+                next,
+                ..SweepOutcome::default()
             });
         }
-        let results: Vec<(IncompleteUpload, Result<(), KeyFailure>)> = futures::stream::iter(found)
+        let results: Vec<(IncompleteUpload, AbortResult)> = futures::stream::iter(found)
             .map(|u| async move {
-                let _permit = self.permits.acquire().await;
-                let result = self
-                    .s3
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&u.key)
-                    .upload_id(&u.upload_id)
-                    .send()
-                    .await;
-                let result = match result {
-                    Ok(_) => Ok(()),
-                    // Completed or aborted by someone else since the listing: gone either way.
-                    Err(e) if is_not_found(&e) => Ok(()),
-                    Err(e) => Err(KeyFailure {
-                        key: u.key.clone(),
-                        code: e
-                            .as_service_error()
-                            .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
-                            .unwrap_or("RequestFailed")
-                            .to_owned(),
-                        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-                    }),
-                };
+                let result = self.abort_listed(&u).await;
                 (u, result)
             })
             .buffer_unordered(self.transfer().delete_concurrency)
             .collect()
             .await;
-        let mut outcome = SweepOutcome::default();
+        let mut outcome = SweepOutcome {
+            next,
+            ..SweepOutcome::default()
+        };
         for (upload, result) in results {
             match result {
-                Ok(()) => {
+                AbortResult::Aborted => {
                     tracing::info!(key = %upload.key, upload_id = %upload.upload_id, "aborted an incomplete multipart upload");
                     outcome.uploads.push(upload);
                 }
-                Err(f) => outcome.errors.push(f),
+                AbortResult::AlreadyGone => {
+                    tracing::info!(key = %upload.key, upload_id = %upload.upload_id, "incomplete multipart upload already gone when aborted");
+                    outcome.already_gone.push(upload);
+                }
+                AbortResult::Failed(f) => outcome.errors.push(f),
             }
         }
         Ok(outcome)
+    }
+
+    /// One AbortMultipartUpload for an upload a sweep listed.
+    async fn abort_listed(&self, u: &IncompleteUpload) -> AbortResult {
+        let _permit = self.permits.acquire().await;
+        let result = self
+            .s3
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&u.key)
+            .upload_id(&u.upload_id)
+            .send()
+            .await;
+        let e = match result {
+            Ok(_) => return AbortResult::Aborted,
+            Err(e) => e,
+        };
+        let code = e
+            .as_service_error()
+            .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
+            .map(str::to_owned);
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        if abort_error_means_gone(status, code.as_deref()) {
+            return AbortResult::AlreadyGone;
+        }
+        AbortResult::Failed(KeyFailure {
+            key: u.key.clone(),
+            code: code.unwrap_or_else(|| "RequestFailed".to_owned()),
+            message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+        })
     }
 
     pub async fn set_storage_class(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use photos_proto::storage::v1 as pb;
 use photos_proto::storage::v1::storage_service_client::StorageServiceClient;
-use photos_testkit::faults::FaultProxy;
+use photos_testkit::faults::{self, FaultProxy};
 use photos_testkit::s3::{self, TestS3};
 use photos_testkit::{ports, wait};
 use tokio::sync::mpsc;
@@ -31,6 +31,11 @@ struct Storage {
 
 impl Storage {
     fn spawn(s3_endpoint: &str, drain_grace_ms: u64) -> Storage {
+        Storage::spawn_with(s3_endpoint, drain_grace_ms, &[])
+    }
+
+    /// As [`Storage::spawn`], with `extra` environment variables set last (they win).
+    fn spawn_with(s3_endpoint: &str, drain_grace_ms: u64, extra: &[(&str, &str)]) -> Storage {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr.log");
         let port = ports::free_port(None);
@@ -47,12 +52,15 @@ impl Storage {
                 ("PHOTOS__S3__ACCESS_KEY", s3::ACCESS_KEY.to_owned()),
                 ("PHOTOS__S3__SECRET_KEY", s3::SECRET_KEY.to_owned()),
                 ("PHOTOS__S3__FORCE_PATH_STYLE", "true".to_owned()),
+                // Its ListMultipartUploads would add to the counted `?uploads` requests.
+                ("PHOTOS__MULTIPART_SWEEP__INTERVAL_SECONDS", "0".to_owned()),
                 (
                     "PHOTOS__TRANSFER__MULTIPART_THRESHOLD_BYTES",
                     (5 * MIB).to_string(),
                 ),
                 ("PHOTOS__TRANSFER__PART_SIZE_BYTES", (5 * MIB).to_string()),
             ])
+            .envs(extra.iter().copied())
             .env_remove("RUST_LOG")
             .env_remove("PHOTOS_CONFIG")
             .stdin(Stdio::null())
@@ -334,6 +342,71 @@ async fn sigterm_turns_health_not_serving_first_completes_in_flight_uploads_and_
     );
 }
 
+/// SIGTERM while the scheduled multipart sweep waits on a store that never answers (its
+/// ListMultipartUploads would wait out a 120 s read timeout): the sweep is dropped at the start
+/// of shutdown (logged before the server's "drained"), so the process exits 0 after the drain,
+/// not after the store's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_sweep_waiting_on_a_hung_store() {
+    // SeaweedFS: the embedded local S3 does not list multipart uploads, and the schedule stops
+    // on such a store.
+    let s3 = seaweedfs().await;
+    let proxy = FaultProxy::start(
+        s3.endpoint()
+            .strip_prefix("http://")
+            .unwrap()
+            .parse()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut storage = Storage::spawn_with(
+        &proxy.endpoint(),
+        1_000,
+        &[
+            ("PHOTOS__MULTIPART_SWEEP__INTERVAL_SECONDS", "1"),
+            ("PHOTOS__S3__READ_TIMEOUT_MS", "120000"),
+            ("PHOTOS__S3__ATTEMPT_TIMEOUT_MS", "0"),
+        ],
+    );
+    let channel = storage.channel().await;
+    storage.serving(channel).await;
+    // Once SERVING, the sweep (first run within 1 s, then every second) is the only caller of
+    // the store: a new connection to the hung proxy is the sweep waiting.
+    let before = proxy.connections();
+    proxy.set_mode(faults::Mode::Hang);
+    wait::until(
+        "the sweep waiting on the hung store",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            if proxy.connections() > before {
+                Ok(())
+            } else {
+                Err("no new connection")
+            }
+        },
+    )
+    .await
+    .unwrap();
+    storage.signal("-TERM");
+    let signalled = Instant::now();
+    let exit = storage.exit_within(Duration::from_secs(20));
+    let log = storage.log();
+    assert_eq!(exit.code(), Some(0), "log:\n{log}");
+    // Dropped when shutdown begins, not once the server has drained.
+    let interrupted = log.find("multipart sweep interrupted by shutdown");
+    let drained = log.find("\"drained\"");
+    assert!(
+        interrupted.is_some() && drained.is_some() && interrupted < drained,
+        "{log}"
+    );
+    eprintln!(
+        "SIGTERM during a hung sweep: exit 0 after {} ms (drain delay 300 ms, store read timeout 120 s)",
+        signalled.elapsed().as_millis()
+    );
+}
+
 /// SeaweedFS, started again if the first try loses a port race with a parallel test (it needs
 /// each port and port + 10000 free, and ephemeral client ports can take the second one).
 async fn seaweedfs() -> s3::SeaweedFs {
@@ -466,6 +539,7 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
                 older_than_seconds,
                 dry_run,
                 include_in_flight: older_than_seconds == 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -35,6 +35,8 @@ pub fn config(endpoint: &str) -> StorageConfig {
     c.s3.access_key = Secret::new(s3::ACCESS_KEY);
     c.s3.secret_key = Secret::new(s3::SECRET_KEY);
     c.s3.force_path_style = true;
+    // Off unless a test turns it on: its ListMultipartUploads would show up in request counts.
+    c.multipart_sweep.interval_seconds = 0;
     c
 }
 
@@ -296,8 +298,9 @@ pub async fn seaweedfs() -> photos_testkit::s3::SeaweedFs {
 }
 
 /// A moto S3 server (PyPI `moto[server]`): the one local server that stores lifecycle
-/// transitions (SeaweedFS answers NotImplemented to them). It never checks signatures, so it is
-/// used for lifecycle only.
+/// transitions (SeaweedFS answers NotImplemented to them), and the one that answers an abort of
+/// an upload already aborted with NoSuchUpload. It never checks signatures, so it is used for
+/// those only.
 pub struct Moto {
     child: std::process::Child,
     port: u16,

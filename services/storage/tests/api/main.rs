@@ -9,5 +9,6 @@ mod helpers;
 mod lifecycle;
 mod multipart;
 mod objects;
+mod sweep;
 mod telemetry;
 mod urls;
