@@ -12,17 +12,28 @@
 //!   costs the client several times what the server spends answering it from the cache; this
 //!   line shows what the server can serve when its clients run elsewhere (as the gateway does).
 //!
-//! Run: `cargo run --release -p photos-catalog --bin photos-catalog-bench` (env: BENCH_SECONDS
-//! per scenario, default 10; BENCH_CONCURRENCY, default 16; PHOTOS_TEST_POSTGRES_URL, the admin
-//! database URL, default postgres://postgres@127.0.0.1:5432/postgres; BENCH_CACHE=memory (the
-//! default) or redis, with BENCH_REDIS_URL, default redis://127.0.0.1:6379, so hits come from
-//! the in-process L1 in front of Redis). It creates and drops its own database.
+//! The machine is usually shared (builds, other benches) and its load moves within seconds: run
+//! one after the other, two scenarios see different machines and their ratio is mostly noise
+//! (run so, the same binary gave hit / empty anywhere from 0.34 to 0.68 on 2026-12-01). So the
+//! scenarios compared with each other run interleaved, in 1 s rounds taken in turn, after a 1 s
+//! warm-up each, and their figures add up over the rounds: direct SQL and miss first (the
+//! misses fill every page the hits read), then empty, hit and hit bytes. Each line also gives
+//! this process's CPU time per call (client and server both run here, Postgres does not),
+//! which the neighbours' load moves much less than throughput.
+//!
+//! Run: `cargo run --release -p photos-catalog --bin photos-catalog-bench` (env: BENCH_SECONDS,
+//! the 1 s rounds per scenario, default 10; BENCH_CONCURRENCY, default 16;
+//! PHOTOS_TEST_POSTGRES_URL, the admin database URL, default
+//! postgres://postgres@127.0.0.1:5432/postgres; BENCH_CACHE=memory (the default) or redis, with
+//! BENCH_REDIS_URL, default redis://127.0.0.1:6379, so hits come from the in-process L1 in front
+//! of Redis). It creates and drops its own database.
 #![allow(clippy::print_stdout)] // a bench binary's output is its report
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use photos_catalog::CatalogConfig;
 use photos_catalog::catalog::Catalog;
 use photos_catalog::config::CacheBackend;
@@ -49,13 +60,24 @@ struct Figures {
     name: &'static str,
     calls: usize,
     elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
+    /// This process's CPU time (user + system) while the calls ran.
+    cpu: Duration,
+    latencies: Vec<Duration>,
 }
 
 impl Figures {
     fn throughput(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_per_call(&self) -> Duration {
+        self.cpu / u32::try_from(self.calls.max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn quantile(&self, q: f64) -> Duration {
+        let mut all = self.latencies.clone();
+        all.sort();
+        all[((all.len() as f64 * q) as usize).min(all.len() - 1)]
     }
 }
 
@@ -107,21 +129,46 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs `op` from `concurrency` tasks for `warmup + seconds`, recording latencies after warmup.
-async fn measure<F, Fut>(
-    name: &'static str,
-    concurrency: usize,
-    seconds: u64,
-    op: F,
-) -> anyhow::Result<Figures>
+/// One call of a scenario, made by worker `w`.
+type Op = Arc<dyn Fn(usize) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+fn op<F, Fut>(f: F) -> Op
 where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let warmup = Duration::from_secs(1);
+    Arc::new(move |w| Box::pin(f(w)))
+}
+
+/// CPU time this process has used so far (all threads, user + system), from /proc/self/stat
+/// in clock ticks (USER_HZ, 100 on Linux).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends at the last ')'): utime and stime are the
+    // 12th and 13th.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs `op` from `concurrency` tasks for `warmup + length`; returns the latencies of the
+/// calls started after the warm-up and the process's CPU time over that window.
+async fn round(
+    op: &Op,
+    concurrency: usize,
+    warmup: Duration,
+    length: Duration,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let started = Instant::now();
     let measure_from = started + warmup;
-    let until = measure_from + Duration::from_secs(seconds);
+    let until = measure_from + length;
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let op = op.clone();
@@ -139,19 +186,56 @@ where
             }
         }));
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = process_cpu();
+    tokio::time::sleep_until(until.into()).await;
+    let cpu = process_cpu().saturating_sub(cpu_from);
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await??);
     }
-    all.sort();
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    Ok(Figures {
-        name,
-        calls: all.len(),
-        elapsed: Duration::from_secs(seconds),
-        p50: at(0.50),
-        p99: at(0.99),
-    })
+    Ok((all, cpu))
+}
+
+/// Runs the scenarios interleaved: a 1 s warm-up each, then `seconds` rounds of 1 s each in
+/// turn (the first scenario of a pass rotating), so that they share the machine's load.
+async fn interleaved(
+    scenarios: Vec<(&'static str, Op)>,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<Vec<Figures>> {
+    let mut figures: Vec<Figures> = scenarios
+        .iter()
+        .map(|(name, _)| Figures {
+            name,
+            calls: 0,
+            elapsed: Duration::ZERO,
+            cpu: Duration::ZERO,
+            latencies: Vec::new(),
+        })
+        .collect();
+    for (_, op) in &scenarios {
+        round(op, concurrency, Duration::ZERO, Duration::from_secs(1)).await?;
+    }
+    let settle = Duration::from_millis(100);
+    for pass in 0..seconds as usize {
+        for i in 0..scenarios.len() {
+            let at = (pass + i) % scenarios.len();
+            let (latencies, cpu) = round(
+                &scenarios[at].1,
+                concurrency,
+                settle,
+                Duration::from_secs(1),
+            )
+            .await?;
+            let f = &mut figures[at];
+            f.calls += latencies.len();
+            f.elapsed += Duration::from_secs(1);
+            f.cpu += cpu;
+            f.latencies.extend(latencies);
+        }
+    }
+    Ok(figures)
 }
 
 /// A throwaway database, dropped at the end of the run.
@@ -283,7 +367,7 @@ async fn main() -> anyhow::Result<()> {
     seed(&db.url).await?;
     println!(
         "seeded {ALBUMS} albums x {PHOTOS_PER_ALBUM} photos (+ thumbnails) in {:.1} s; \
-         concurrency {concurrency}, {seconds} s per scenario after 1 s warm-up; cache {cache}\n",
+         concurrency {concurrency}, {seconds} interleaved 1 s rounds per scenario after 1 s warm-up; cache {cache}\n",
         seeding.elapsed().as_secs_f64()
     );
 
@@ -361,157 +445,168 @@ async fn main() -> anyhow::Result<()> {
         .connect(&db.url)
         .await?;
 
-    let mut results = Vec::new();
-    {
+    let empty = {
         let channels = channels.clone();
-        results.push(
-            measure("grpc empty (health)", concurrency, seconds, move |w| {
-                let mut client = HealthClient::new(channels[w / 4].clone());
-                async move {
-                    client
-                        .check(HealthCheckRequest {
-                            service: String::new(),
-                        })
-                        .await?;
-                    Ok(())
-                }
-            })
-            .await?,
-        );
-    }
-    {
+        op(move |w| {
+            let mut client = HealthClient::new(channels[w / 4].clone());
+            async move {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?;
+                Ok(())
+            }
+        })
+    };
+    let sql = {
         let pool = pool.clone();
         let statements = statements.clone();
         let next_page = next_page.clone();
-        results.push(
-            measure("sql direct (sqlx)", concurrency, seconds, move |_| {
-                let pool = pool.clone();
-                let statement = statements[next_page()].clone();
-                async move {
-                    let rows = bind(
-                        sqlx::query_scalar::<_, String>(AssertSqlSafe(statement.sql.clone())),
-                        &statement.args,
-                    )
-                    .fetch_all(&pool)
-                    .await?;
-                    // A full page, plus the probe row on every page but the last.
-                    anyhow::ensure!(rows.len() >= PAGE as usize);
-                    Ok(())
-                }
-            })
-            .await?,
-        );
-    }
-    {
+        op(move |_| {
+            let pool = pool.clone();
+            let statement = statements[next_page()].clone();
+            async move {
+                let rows = bind(
+                    sqlx::query_scalar::<_, String>(AssertSqlSafe(statement.sql.clone())),
+                    &statement.args,
+                )
+                .fetch_all(&pool)
+                .await?;
+                // A full page, plus the probe row on every page but the last.
+                anyhow::ensure!(rows.len() >= PAGE as usize);
+                Ok(())
+            }
+        })
+    };
+    let miss = {
         let channels = channels.clone();
         let tokens = tokens.clone();
         let next_page = next_page.clone();
-        results.push(
-            measure("grpc list miss", concurrency, seconds, move |w| {
-                let mut client = CatalogServiceClient::new(channels[w / 4].clone());
-                let page_token = tokens[next_page()].clone();
-                async move {
-                    let mut request = tonic::Request::new(ListAlbumsRequest {
+        op(move |w| {
+            let mut client = CatalogServiceClient::new(channels[w / 4].clone());
+            let page_token = tokens[next_page()].clone();
+            async move {
+                let mut request = tonic::Request::new(ListAlbumsRequest {
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                });
+                request
+                    .metadata_mut()
+                    .insert(photos_cache::REFRESH_METADATA, "1".parse()?);
+                let page = client.list_albums(request).await?;
+                anyhow::ensure!(statements_run(&page) == 1, "a miss runs one statement");
+                anyhow::ensure!(page.into_inner().albums.len() == PAGE as usize);
+                Ok(())
+            }
+        })
+    };
+    let hit = {
+        let channels = channels.clone();
+        let tokens = tokens.clone();
+        let next_page = next_page.clone();
+        op(move |w| {
+            let mut client = CatalogServiceClient::new(channels[w / 4].clone());
+            let page_token = tokens[next_page()].clone();
+            async move {
+                let page = client
+                    .list_albums(ListAlbumsRequest {
                         page_size: PAGE,
                         page_token,
                         ..Default::default()
-                    });
-                    request
-                        .metadata_mut()
-                        .insert(photos_cache::REFRESH_METADATA, "1".parse()?);
-                    let page = client.list_albums(request).await?;
-                    anyhow::ensure!(statements_run(&page) == 1, "a miss runs one statement");
-                    anyhow::ensure!(page.into_inner().albums.len() == PAGE as usize);
-                    Ok(())
-                }
-            })
-            .await?,
-        );
-    }
-    {
-        let channels = channels.clone();
-        let tokens = tokens.clone();
-        let next_page = next_page.clone();
-        results.push(
-            measure("grpc list hit", concurrency, seconds, move |w| {
-                let mut client = CatalogServiceClient::new(channels[w / 4].clone());
-                let page_token = tokens[next_page()].clone();
-                async move {
-                    let page = client
-                        .list_albums(ListAlbumsRequest {
-                            page_size: PAGE,
-                            page_token,
-                            ..Default::default()
-                        })
-                        .await?;
-                    // The miss scenario filled every page.
-                    anyhow::ensure!(statements_run(&page) == 0, "a hit runs no statement");
-                    anyhow::ensure!(page.into_inner().albums.len() == PAGE as usize);
-                    Ok(())
-                }
-            })
-            .await?,
-        );
-    }
-    {
+                    })
+                    .await?;
+                // The miss scenario filled every page.
+                anyhow::ensure!(statements_run(&page) == 0, "a hit runs no statement");
+                anyhow::ensure!(page.into_inner().albums.len() == PAGE as usize);
+                Ok(())
+            }
+        })
+    };
+    let hit_bytes = {
         let channels = channels.clone();
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(
             "/photos.catalog.v1.CatalogService/ListAlbums",
         );
-        results.push(
-            measure("grpc list hit, bytes", concurrency, seconds, move |w| {
-                let mut grpc = tonic::client::Grpc::new(channels[w / 4].clone());
-                let page_token = tokens[next_page()].clone();
-                let path = path.clone();
-                async move {
-                    grpc.ready().await?;
-                    let request = tonic::Request::new(ListAlbumsRequest {
-                        page_size: PAGE,
-                        page_token,
-                        ..Default::default()
-                    });
-                    let page = grpc.unary(request, path, KeepBytes).await?;
-                    anyhow::ensure!(statements_run(&page) == 0, "a hit runs no statement");
-                    anyhow::ensure!(page.into_inner().len() > 1_000, "a full page");
-                    Ok(())
-                }
-            })
-            .await?,
-        );
-    }
+        op(move |w| {
+            let mut grpc = tonic::client::Grpc::new(channels[w / 4].clone());
+            let page_token = tokens[next_page()].clone();
+            let path = path.clone();
+            async move {
+                grpc.ready().await?;
+                let request = tonic::Request::new(ListAlbumsRequest {
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                });
+                let page = grpc.unary(request, path, KeepBytes).await?;
+                anyhow::ensure!(statements_run(&page) == 0, "a hit runs no statement");
+                anyhow::ensure!(page.into_inner().len() > 1_000, "a full page");
+                Ok(())
+            }
+        })
+    };
+
+    // The misses first: they fill every page the hits then read.
+    let mut results = interleaved(
+        vec![("sql direct (sqlx)", sql), ("grpc list miss", miss)],
+        concurrency,
+        seconds,
+    )
+    .await?;
+    results.extend(
+        interleaved(
+            vec![
+                ("grpc empty (health)", empty),
+                ("grpc list hit", hit),
+                ("grpc list hit, bytes", hit_bytes),
+            ],
+            concurrency,
+            seconds,
+        )
+        .await?,
+    );
 
     println!(
-        "{:<22} {:>10} {:>12} {:>10} {:>10}",
-        "scenario", "calls", "calls/s", "p50 ms", "p99 ms"
+        "{:<22} {:>10} {:>12} {:>10} {:>10} {:>14}",
+        "scenario", "calls", "calls/s", "p50 ms", "p99 ms", "cpu us/call"
     );
     for r in &results {
         println!(
-            "{:<22} {:>10} {:>12.0} {:>10.3} {:>10.3}",
+            "{:<22} {:>10} {:>12.0} {:>10.3} {:>10.3} {:>14.1}",
             r.name,
             r.calls,
             r.throughput(),
-            r.p50.as_secs_f64() * 1e3,
-            r.p99.as_secs_f64() * 1e3
+            r.quantile(0.50).as_secs_f64() * 1e3,
+            r.quantile(0.99).as_secs_f64() * 1e3,
+            r.cpu_per_call().as_secs_f64() * 1e6,
         );
     }
-    let (empty, sql, miss, hit, bytes) = (
+    let (sql, miss, empty, hit, bytes) = (
         &results[0],
         &results[1],
         &results[2],
         &results[3],
         &results[4],
     );
+    let cpu_ratio =
+        |a: &Figures, b: &Figures| a.cpu_per_call().as_secs_f64() / b.cpu_per_call().as_secs_f64();
     println!(
         "\nratio grpc list miss / sql direct (throughput): {:.2}  (target >= 0.70)",
         miss.throughput() / sql.throughput()
     );
     println!(
-        "ratio grpc list hit / grpc empty  (throughput): {:.2}  (target >= 0.60)",
-        hit.throughput() / empty.throughput()
+        "ratio grpc list hit / grpc empty  (throughput): {:.2}  (target >= 0.60); \
+         cpu per call: {:.2}",
+        hit.throughput() / empty.throughput(),
+        cpu_ratio(empty, hit)
     );
     println!(
-        "ratio grpc list hit, bytes / grpc empty (throughput): {:.2}  (client not decoding)",
-        bytes.throughput() / empty.throughput()
+        "ratio grpc list hit, bytes / grpc empty (throughput): {:.2}  (client not decoding); \
+         cpu per call: {:.2}",
+        bytes.throughput() / empty.throughput(),
+        cpu_ratio(empty, bytes)
     );
 
     let _ = stop.send(());
