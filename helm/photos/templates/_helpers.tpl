@@ -125,6 +125,8 @@ PHOTOS__S3__REGION: {{ $v.s3.region | quote }}
 PHOTOS__S3__BUCKET: {{ $v.s3.bucket | quote }}
 PHOTOS__S3__FORCE_PATH_STYLE: {{ $v.s3.forcePathStyle | quote }}
 PHOTOS__S3__CREATE_BUCKET: {{ $v.s3.createBucket | quote }}
+PHOTOS__MULTIPART_SWEEP__INTERVAL_SECONDS: {{ $v.s3.multipartSweep.intervalSeconds | quote }}
+PHOTOS__MULTIPART_SWEEP__OLDER_THAN_SECONDS: {{ $v.s3.multipartSweep.olderThanSeconds | quote }}
 PHOTOS__URLS__CDN_DOMAIN: {{ $v.cloudfront.domain | quote }}
 {{- end }}
 {{- range $k, $val := .c.env }}
