@@ -303,17 +303,21 @@ async fn upload(
     body: &[u8],
 ) -> (u16, String, serde_json::Value) {
     let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    let (status, head, body) = photos_testkit::http::request_bytes(
-        gateway,
-        "POST",
-        &format!("/api/v1/albums/{album}/photos"),
-        &[
-            ("Content-Type", content_type.as_str()),
-            ("Authorization", token),
-        ],
-        Some(body),
+    let (status, head, body) = tokio::time::timeout(
+        Duration::from_secs(120),
+        photos_testkit::http::request_bytes(
+            gateway,
+            "POST",
+            &format!("/api/v1/albums/{album}/photos"),
+            &[
+                ("Content-Type", content_type.as_str()),
+                ("Authorization", token),
+            ],
+            Some(body),
+        ),
     )
-    .await;
+    .await
+    .expect("an upload answered within 120 s");
     (
         status,
         head,
