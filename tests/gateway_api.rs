@@ -361,14 +361,28 @@ async fn head_answers_with_the_get_headers_and_no_body() {
     let album = env.create_album(&admin, true).await;
     let gw = env.mesh.addresses.gateway;
     // The album list is served from the gateway's stored pages, the album page is rendered per
-    // request: both must tag HEAD the way they tag GET.
-    for path in [
-        "/api/v1/albums".to_owned(),
-        format!("/api/v1/albums/{album}"),
-    ] {
-        let (status, get_head, get_body) = request(gw, "GET", &path, &[], None).await;
+    // request: both must tag HEAD the way they tag GET, anonymous (public) and with a token
+    // (private).
+    let private = env.create_album(&admin, false).await;
+    let cases = [
+        ("/api/v1/albums".to_owned(), None, "public, no-cache"),
+        (format!("/api/v1/albums/{album}"), None, "public, no-cache"),
+        (
+            "/api/v1/albums".to_owned(),
+            Some(admin.as_str()),
+            "private, no-cache",
+        ),
+        (
+            format!("/api/v1/albums/{private}"),
+            Some(admin.as_str()),
+            "private, no-cache",
+        ),
+    ];
+    for (path, token, cache_control) in cases {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+        let (status, get_head, get_body) = request(gw, "GET", &path, &headers, None).await;
         assert_eq!(status, 200, "{path}: {get_body}");
-        let (status, head_head, head_body) = request(gw, "HEAD", &path, &[], None).await;
+        let (status, head_head, head_body) = request(gw, "HEAD", &path, &headers, None).await;
         assert_eq!(status, 200, "{path}");
         assert!(
             head_body.is_empty(),
@@ -377,7 +391,7 @@ async fn head_answers_with_the_get_headers_and_no_body() {
         let expected = caching_headers(&get_head);
         assert!(
             expected.iter().any(|l| l.starts_with("etag:"))
-                && expected.iter().any(|l| l.starts_with("cache-control:")),
+                && expected.contains(&format!("cache-control: {cache_control}")),
             "{path}: {get_head}"
         );
         assert!(
@@ -391,10 +405,19 @@ async fn head_answers_with_the_get_headers_and_no_body() {
             .unwrap()
             .trim()
             .to_owned();
-        let (status, _, body) = request(gw, "HEAD", &path, &[("If-None-Match", &etag)], None).await;
+        let mut conditional = headers.clone();
+        conditional.push(("If-None-Match", &etag));
+        let (status, _, body) = request(gw, "HEAD", &path, &conditional, None).await;
         assert_eq!(status, 304, "{path}");
         assert!(body.is_empty());
     }
+    // An error answers HEAD with the GET's status and problem-document headers, without the body.
+    let missing = "/api/v1/albums/00000000-0000-0000-0000-000000000000";
+    let (get_status, get_head, get_body) = request(gw, "GET", missing, &[], None).await;
+    let (status, head_head, head_body) = request(gw, "HEAD", missing, &[], None).await;
+    assert_eq!((get_status, status), (404, 404), "{get_body}");
+    assert!(head_body.is_empty(), "{head_body}");
+    assert_eq!(caching_headers(&head_head), caching_headers(&get_head));
     env.mesh.shutdown().await.unwrap();
 }
 

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-/// JSON bodies above this are passed through untagged rather than buffered.
+/// JSON bodies known to be above this are passed through untagged rather than buffered.
 const MAX_TAGGED_BODY: usize = 4 * 1024 * 1024;
 
 pub async fn etag(mut request: Request, next: Next) -> Response {
@@ -51,6 +51,10 @@ async fn tagged(request: Request, next: Next) -> Response {
     let (tag_value, body) = match parts.headers.get(header::ETAG) {
         Some(tag) => (tag.clone(), body),
         None => {
+            if HttpBody::size_hint(&body).lower() > MAX_TAGGED_BODY as u64 {
+                return Response::from_parts(parts, body);
+            }
+            // Only a streamed body of unknown length gets here and can still run over.
             let Ok(bytes) = axum::body::to_bytes(body, MAX_TAGGED_BODY).await else {
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
