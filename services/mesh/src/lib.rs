@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use photos_cache_admin::CacheAdminConfig;
 use photos_catalog::CatalogConfig;
+use photos_catalog::config::CacheSettings;
 use photos_gateway::GatewayConfig;
 use photos_local_s3::LocalS3;
 use photos_media::MediaConfig;
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod malloc;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MeshConfig {
@@ -29,6 +32,10 @@ pub struct MeshConfig {
     pub data_dir: PathBuf,
     /// One telemetry setup for the whole process (the sections' own are ignored).
     pub telemetry: TelemetryConfig,
+    /// At most this many glibc malloc arenas for the process; 0 is one per available core
+    /// (glibc's own default is 8 per core). Fewer arenas keep less freed and fragmented memory
+    /// (ARCHITECTURE.md, "allocator").
+    pub malloc_arena_max: usize,
     pub gateway: GatewayConfig,
     pub catalog: CatalogConfig,
     pub media: MediaConfig,
@@ -43,6 +50,7 @@ impl Default for MeshConfig {
             embedded: true,
             data_dir: PathBuf::from("data"),
             telemetry: TelemetryConfig::default(),
+            malloc_arena_max: 0,
             gateway: GatewayConfig::default(),
             catalog: CatalogConfig::default(),
             media: MediaConfig::default(),
@@ -163,6 +171,25 @@ pub struct Mesh {
 
 const LOCAL_S3_ACCESS_KEY: &str = "photos-local";
 
+/// The arena cap for a configured `malloc_arena_max` (0: one per available core).
+fn arena_max(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
+/// The catalog's cache in an embedded run: the in-process backend whatever backend was
+/// configured, still bounded by the configured `l1_max_bytes` (resetting the whole section
+/// silently restored the 256 MiB default, so a smaller bound never took effect).
+fn embedded_catalog_cache(configured: &CacheSettings) -> CacheSettings {
+    CacheSettings {
+        l1_max_bytes: configured.l1_max_bytes,
+        ..CacheSettings::default()
+    }
+}
+
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
@@ -171,6 +198,12 @@ impl Mesh {
     /// Binds every service (so all addresses are known), wires each to the others' addresses,
     /// then starts serving.
     pub async fn start(mut config: MeshConfig) -> Result<Mesh, MeshError> {
+        // Before the services start their threads: glibc only honours the cap while few arenas
+        // exist.
+        let arenas = arena_max(config.malloc_arena_max);
+        if !malloc::limit_arenas(arenas) {
+            tracing::debug!(arenas, "malloc arena cap not applied (not glibc, or mallopt refused it)");
+        }
         let mut object_store = None;
         let mut admin_token = None;
         if config.embedded && config.gateway.auth.hs256_secret.is_empty() {
@@ -202,7 +235,7 @@ impl Mesh {
             // In-process caches: the catalog's serves its reads; cache-admin's cannot see it
             // (separate processes in production), so admin invalidations and stats do not
             // reach the catalog here; warming does (it goes through the catalog's RPCs).
-            config.catalog.cache = Default::default();
+            config.catalog.cache = embedded_catalog_cache(&config.catalog.cache);
             config.cache_admin.redis = Default::default();
             // A per-run secret: the local store only listens on loopback, and nothing outside
             // this process needs to sign requests to it.
@@ -318,5 +351,26 @@ impl Mesh {
     pub async fn shutdown(self) -> Result<(), MeshError> {
         self.stop.cancel();
         self.run_until_stopped(std::future::ready(())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use photos_catalog::config::CacheBackend;
+
+    use super::*;
+
+    #[test]
+    fn the_embedded_catalog_cache_is_in_process_and_keeps_its_configured_bound() {
+        let configured = CacheSettings {
+            backend: CacheBackend::Redis,
+            url: Secret::new("redis://127.0.0.1:6379/0"),
+            l1_max_bytes: 1024 * 1024,
+            ..CacheSettings::default()
+        };
+        let embedded = embedded_catalog_cache(&configured);
+        assert_eq!(embedded.backend, CacheBackend::Memory);
+        assert!(embedded.url.expose().is_empty());
+        assert_eq!(embedded.l1_max_bytes, 1024 * 1024);
     }
 }
