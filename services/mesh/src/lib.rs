@@ -202,7 +202,10 @@ impl Mesh {
         // exist.
         let arenas = arena_max(config.malloc_arena_max);
         if !malloc::limit_arenas(arenas) {
-            tracing::debug!(arenas, "malloc arena cap not applied (not glibc, or mallopt refused it)");
+            tracing::debug!(
+                arenas,
+                "malloc arena cap not applied (not glibc, or mallopt refused it)"
+            );
         }
         let mut object_store = None;
         let mut admin_token = None;
