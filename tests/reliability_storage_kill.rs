@@ -77,9 +77,52 @@ impl StorageProcess {
         }
     }
 
+    /// Starts storage again on `port` (the address the gateway and media were given) and waits
+    /// for SERVING. Another process may have taken the port while storage was down: a start
+    /// that fails to bind is tried again (5 times, 500 ms apart), then fails the test saying so.
+    async fn restart(
+        port: u16,
+        s3_endpoint: &str,
+        log: std::path::PathBuf,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut tries = 0;
+        loop {
+            let mut storage = Self::spawn(port, s3_endpoint, log.clone(), extra);
+            match storage.try_serving().await {
+                Ok(()) => return storage,
+                Err(exit) => {
+                    let text = storage.log();
+                    let bind = text.to_lowercase().contains("in use");
+                    assert!(
+                        bind && tries < 5,
+                        "storage restarted on port {port} exited ({exit}) before SERVING{}; log:\n{text}",
+                        if bind {
+                            ": the port stayed taken by another process"
+                        } else {
+                            ""
+                        }
+                    );
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     /// Waits (bounded) for grpc.health.v1 to report SERVING; fails at once if the process
     /// exited (e.g. its port was taken), with its log.
     async fn serving(&mut self) {
+        if let Err(exit) = self.try_serving().await {
+            panic!(
+                "storage exited ({exit}) before SERVING; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Waits (bounded) for SERVING; `Err` with the exit status if the process exited first.
+    async fn try_serving(&mut self) -> Result<(), std::process::ExitStatus> {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::health_client::HealthClient;
@@ -87,10 +130,7 @@ impl StorageProcess {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(exit) = self.child.try_wait().unwrap() {
-                panic!(
-                    "storage exited ({exit}) before SERVING; log:\n{}",
-                    self.log()
-                );
+                return Err(exit);
             }
             let status = async {
                 let channel = tonic::transport::Endpoint::from_shared(url.clone())
@@ -105,10 +145,15 @@ impl StorageProcess {
                     .await
                     .ok()
                     .map(|r| r.into_inner().status)
-            }
-            .await;
+            };
+            // Bounded: whatever holds the port (another process, if storage could not bind it)
+            // may accept and never answer; the loop must get back to checking the child.
+            let status = tokio::time::timeout(Duration::from_secs(2), status)
+                .await
+                .ok()
+                .flatten();
             if status == Some(ServingStatus::Serving as i32) {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -527,45 +572,46 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
 
     // Storage back, with the sweep on a short schedule: it aborts the abandoned upload.
     drop(storage);
-    let mut storage = StorageProcess::spawn(
+    let mut storage = StorageProcess::restart(
         port,
         &proxy.endpoint(),
         dir.path().join("2.log"),
         &[
             ("PHOTOS__MULTIPART_SWEEP__INTERVAL_SECONDS", "1"),
             ("PHOTOS__MULTIPART_SWEEP__OLDER_THAN_SECONDS", "1"),
+            // Below the one-hour floor: for tests only.
+            ("PHOTOS__MULTIPART_SWEEP__ALLOW_SHORT_AGE", "true"),
         ],
-    );
-    storage.serving().await;
+    )
+    .await;
+    // The upload gone from the store, and the run that aborted it logged as finished (the log
+    // line comes after the abort's answer, so it is waited for too).
     wait::until(
         "the scheduled sweep aborting the killed upload",
         Duration::from_secs(60),
         Duration::from_millis(100),
         || async {
             let left = incomplete_uploads(&store, &originals).await;
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("still open: {left:?}"))
+            if !left.is_empty() {
+                return Err(format!("still open: {left:?}"));
             }
+            if !storage.log().contains("multipart sweep finished") {
+                return Err(format!("no finished sweep logged:\n{}", storage.log()));
+            }
+            Ok(())
         },
     )
     .await
     .unwrap();
     assert_eq!(proxy.count(b"AbortMultipartUpload"), 1);
-    assert!(
-        storage.log().contains("multipart sweep finished"),
-        "{}",
-        storage.log()
-    );
     storage.signal("-TERM");
     let exit = storage.exited(Duration::from_secs(30)).await;
     assert_eq!(exit.code(), Some(0), "{}", storage.log());
     drop(storage);
 
     // Storage again, the sweep off (a 1 s age would make a slow retry look abandoned).
-    let mut storage = StorageProcess::spawn(port, &proxy.endpoint(), dir.path().join("3.log"), &[]);
-    storage.serving().await;
+    let storage =
+        StorageProcess::restart(port, &proxy.endpoint(), dir.path().join("3.log"), &[]).await;
     // The gateway's and media's channels reconnect on their next call; a client retries a 503.
     let mut unavailable_after_restart = 0;
     let created = loop {
@@ -583,6 +629,12 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
         );
         break photo;
     };
+    // The probe behind "id sequence unmoved" sees the sequence once a row is inserted, so its
+    // `None` before was not a blind spot.
+    assert!(
+        rows(&db_url, &album).await.1.is_some(),
+        "the id sequence probe sees no insert after a 201"
+    );
     let (status, _, again) = upload(gateway, &alice, &album, &body).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(created["id"], again["id"]);

@@ -187,7 +187,15 @@ pub struct MultipartSweepConfig {
     pub older_than_seconds: u64,
     /// Uploads one sweep acts on at most (all prefixes together); the rest wait for the next.
     pub max_uploads_per_run: u32,
+    /// Tests and development only: allows `older_than_seconds` below
+    /// [`MIN_SWEEP_AGE_SECONDS`], where a slow upload that is still running would be aborted.
+    pub allow_short_age: bool,
 }
+
+/// The shortest `multipart_sweep.older_than_seconds` a deployment may set (without
+/// `allow_short_age`): an upload still running looks exactly like an abandoned one, so the age
+/// must stay far above the longest upload.
+pub const MIN_SWEEP_AGE_SECONDS: u64 = 3600;
 
 impl Default for MultipartSweepConfig {
     fn default() -> Self {
@@ -196,6 +204,7 @@ impl Default for MultipartSweepConfig {
             // One day, the shortest a bucket's abort-incomplete lifecycle rule can say.
             older_than_seconds: 24 * 3600,
             max_uploads_per_run: 10_000,
+            allow_short_age: false,
         }
     }
 }
@@ -374,6 +383,15 @@ impl Validate for StorageConfig {
         if m.interval_seconds > 0 {
             // 0 would abort uploads running right now, on every replica, every interval.
             positive("multipart_sweep.older_than_seconds", m.older_than_seconds)?;
+            if m.older_than_seconds < MIN_SWEEP_AGE_SECONDS && !m.allow_short_age {
+                return Err(ConfigError::new(
+                    "multipart_sweep.older_than_seconds",
+                    format!(
+                        "must be at least {MIN_SWEEP_AGE_SECONDS} (an upload still running would \
+                         be aborted); multipart_sweep.allow_short_age permits less, for tests"
+                    ),
+                ));
+            }
             positive(
                 "multipart_sweep.max_uploads_per_run",
                 u64::from(m.max_uploads_per_run),
@@ -436,6 +454,12 @@ mod tests {
         assert_eq!(err_key(&c), "urls.max_expiry_seconds");
 
         let mut c = StorageConfig::default();
+        c.multipart_sweep.older_than_seconds = 0;
+        assert_eq!(err_key(&c), "multipart_sweep.older_than_seconds");
+        c.multipart_sweep.older_than_seconds = 60;
+        assert_eq!(err_key(&c), "multipart_sweep.older_than_seconds");
+        c.multipart_sweep.allow_short_age = true;
+        c.validate().expect("a short age for tests");
         c.multipart_sweep.older_than_seconds = 0;
         assert_eq!(err_key(&c), "multipart_sweep.older_than_seconds");
         c.multipart_sweep.interval_seconds = 0;

@@ -13,6 +13,10 @@ pub enum StorageError {
     NotFound { key: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The store lacks an S3 call (answered NotImplemented): a FAILED_PRECONDITION to a caller,
+    /// and what ends the multipart sweep's schedule, unlike a refusal that can be fixed.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("sha256 mismatch for {key}: declared {expected}, received bytes hash to {actual}")]
     ChecksumMismatch {
         key: String,
@@ -43,7 +47,9 @@ impl StorageError {
                 ErrorKind::InvalidArgument
             }
             StorageError::NotFound { .. } => ErrorKind::NotFound,
-            StorageError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            StorageError::FailedPrecondition(_) | StorageError::Unsupported(_) => {
+                ErrorKind::FailedPrecondition
+            }
             StorageError::TooLarge(_) => ErrorKind::TooLarge,
             StorageError::S3(_) => ErrorKind::Unavailable,
         }

@@ -135,18 +135,47 @@ pub enum AbortResult {
 
 /// Whether an AbortMultipartUpload error means the upload no longer exists. A 404 for the
 /// bucket (NoSuchBucket) is a real failure, not an upload that is gone.
-pub fn abort_error_means_gone(status: Option<u16>, code: Option<&str>) -> bool {
-    match code {
-        Some("NoSuchUpload") => true,
-        Some("NoSuchBucket") => false,
-        _ => status == Some(404),
+/// Only the NoSuchUpload code says so: a bare 404 may be a proxy's or a misrouted endpoint's
+/// answer, and counting it as gone would hide a sweep that aborts nothing.
+pub fn abort_error_means_gone(_status: Option<u16>, code: Option<&str>) -> bool {
+    code == Some("NoSuchUpload")
+}
+
+/// What a failed ListMultipartUploads means to the caller. A 501 alone (a proxy, a gateway)
+/// is not proof the store lacks the call: only the NotImplemented code stops a schedule.
+/// 400-class answers are the caller's or the deployment's to fix, not a store outage.
+pub fn list_uploads_error(status: Option<u16>, code: Option<&str>, detail: String) -> StorageError {
+    match (code, status) {
+        (Some("NotImplemented"), _) => StorageError::Unsupported(
+            "the object store does not implement ListMultipartUploads: only the bucket's \
+             abort-incomplete lifecycle rule can remove abandoned uploads"
+                .to_owned(),
+        ),
+        (Some("AccessDenied" | "NoSuchBucket" | "AllAccessDisabled" | "InvalidAccessKeyId"), _)
+        | (_, Some(403)) => StorageError::FailedPrecondition(format!(
+            "the object store refused to list multipart uploads (check the bucket and the \
+             credentials' permissions): {detail}"
+        )),
+        (_, Some(400)) => StorageError::invalid(
+            "key_marker",
+            format!(
+                "the object store refused the listing (a marker not from a previous call?): {detail}"
+            ),
+        ),
+        (Some(_), Some(404)) => StorageError::FailedPrecondition(format!(
+            "the object store could not list multipart uploads: {detail}"
+        )),
+        _ => StorageError::S3(detail),
     }
 }
 
 /// Uploads one sweep call acts on when the caller names no number.
 pub const SWEEP_DEFAULT_UPLOADS: usize = 1000;
-/// The most uploads one sweep call may be asked to act on.
-pub const SWEEP_MAX_UPLOADS: usize = 10_000;
+/// The most uploads one sweep call may be asked to act on: what fits the server's request
+/// deadline (`server.request_timeout_ms`, 30 s). Aborts go `transfer.delete_concurrency` (4)
+/// at a time; at 50 ms each, 1000 take about 12.5 s plus the listing, where 10,000 would
+/// take two minutes and be cut off with nothing reported. More: go on from the markers.
+pub const SWEEP_MAX_UPLOADS: usize = 1000;
 /// ListMultipartUploads pages (up to 1000 uploads each) one sweep call reads at most, so a call
 /// over a listing of mostly young uploads, or a store that keeps answering "truncated", stays
 /// bounded; the caller goes on from the returned marker.
@@ -708,6 +737,8 @@ impl Store {
         let mut found = Vec::new();
         let mut marker = req.start_after.clone();
         let mut next = None;
+        let mut surplus = false;
+        let mut stalled = false;
         for page_number in 1..=SWEEP_PAGES_PER_CALL {
             // A page never holds more uploads than the call may still act on, so the call
             // never stops inside a page and can always hand back the store's own markers:
@@ -734,17 +765,11 @@ impl Store {
                 .map_err(|e| {
                     let code = e
                         .as_service_error()
-                        .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s));
+                        .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
+                        .map(str::to_owned);
                     let status = e.raw_response().map(|r| r.status().as_u16());
-                    if code == Some("NotImplemented") || status == Some(501) {
-                        StorageError::FailedPrecondition(
-                            "the object store does not implement ListMultipartUploads: only the \
-                             bucket's abort-incomplete lifecycle rule can remove abandoned uploads"
-                                .to_owned(),
-                        )
-                    } else {
-                        describe(e)
-                    }
+                    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+                    list_uploads_error(status, code.as_deref(), detail)
                 })?;
             let listed = page.uploads();
             for u in listed {
@@ -758,15 +783,34 @@ impl Store {
                     None => true,
                     Some(cutoff) => initiated.is_some_and(|t| t < cutoff),
                 };
-                // A store that sends more than asked for (none known): the surplus waits for a
-                // later sweep from the start.
-                if old && found.len() < max {
-                    found.push(IncompleteUpload {
-                        key: key.to_owned(),
-                        upload_id: upload_id.to_owned(),
-                        initiated,
-                    });
+                if !old {
+                    continue;
                 }
+                if found.len() == max {
+                    // The store sent more than asked for (it ignored max-uploads): the call
+                    // stops at its cap and hands back S3's marker after the last upload taken,
+                    // rather than dropping the rest and saying the listing is done.
+                    surplus = true;
+                    break;
+                }
+                found.push(IncompleteUpload {
+                    key: key.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                    initiated,
+                });
+            }
+            if surplus {
+                tracing::warn!(
+                    prefix = %req.prefix,
+                    asked = page_size,
+                    listed = listed.len(),
+                    "the object store listed more multipart uploads than asked for; going on after the last one taken"
+                );
+                next = found.last().map(|u| UploadMarker {
+                    key: u.key.clone(),
+                    upload_id: u.upload_id.clone(),
+                });
+                break;
             }
             if !page.is_truncated().unwrap_or(false) {
                 break;
@@ -787,8 +831,10 @@ impl Store {
                     upload_id: upload_id.to_owned(),
                 })
             };
-            // Truncated with nowhere to go on from, or no progress: stop rather than loop.
+            // Truncated with nowhere to go on from, or no progress: stop rather than loop, and
+            // do not report the listing as done (it is not).
             if resume.is_none() || resume == marker {
+                stalled = true;
                 break;
             }
             marker = resume;
@@ -797,13 +843,23 @@ impl Store {
                 break;
             }
         }
+        let stalled_error = |found: usize| {
+            StorageError::S3(format!(
+                "the object store answered a truncated multipart-upload listing without a new \
+                 marker; {found} uploads were handled, the rest cannot be reached"
+            ))
+        };
         if req.dry_run {
+            if stalled {
+                return Err(stalled_error(found.len()));
+            }
             return Ok(SweepOutcome {
                 uploads: found,
                 next,
                 ..SweepOutcome::default()
             });
         }
+        let handled = found.len();
         let results: Vec<(IncompleteUpload, AbortResult)> = futures::stream::iter(found)
             .map(|u| async move {
                 let result = self.abort_listed(&u).await;
@@ -828,6 +884,10 @@ impl Store {
                 }
                 AbortResult::Failed(f) => outcome.errors.push(f),
             }
+        }
+        if stalled {
+            tracing::warn!(prefix = %req.prefix, aborted = outcome.uploads.len(), "multipart-upload listing stalled");
+            return Err(stalled_error(handled));
         }
         Ok(outcome)
     }

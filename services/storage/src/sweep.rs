@@ -5,8 +5,10 @@
 //! that apply it and only after whole days, so the service does not rely on it.
 //!
 //! Every replica sweeps: there is no leader to elect, a sweep is idempotent, and two replicas
-//! racing on one upload cost one extra request, counted as `already_gone` by the loser. The
-//! first run waits a random part of an interval so replicas started together spread out.
+//! racing on one upload cost one extra request; the loser's abort is counted as `already_gone`
+//! where the store answers NoSuchUpload (AWS), but as `aborted` on stores that answer an abort of
+//! an upload already aborted with 204 (SeaweedFS). The first run waits a random part of an
+//! interval so replicas started together spread out.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -50,7 +52,7 @@ impl SweepMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "storage_multipart_sweep_runs",
-            "Scheduled multipart sweeps, by outcome (ok; error: a listing failed; interrupted: shutdown; unsupported: the store cannot list uploads, the schedule stops)",
+            "Scheduled multipart sweeps, by outcome (ok; error: a listing failed, or aborts failed and none succeeded; interrupted: shutdown; unsupported: the store cannot list uploads, the schedule stops)",
             self.runs.clone(),
         );
         registry.register(
@@ -60,7 +62,7 @@ impl SweepMetrics {
         );
         registry.register(
             "storage_multipart_sweep_last_success_timestamp_seconds",
-            "Unix time the last scheduled sweep finished without a listing error (0: none yet)",
+            "Unix time the last scheduled sweep finished with outcome ok (0: none yet)",
             self.last_success.clone(),
         );
     }
@@ -128,7 +130,7 @@ impl Sweeper {
                 totals = self.sweep_once() => {
                     self.finished(totals);
                     if totals.unsupported {
-                        tracing::info!("multipart sweep stopped: the object store does not list multipart uploads");
+                        tracing::warn!("multipart sweep stopped for good: the object store answered NotImplemented to ListMultipartUploads");
                         return;
                     }
                 }
@@ -143,10 +145,15 @@ impl Sweeper {
     }
 
     fn finished(&self, t: RunTotals) {
-        let outcome = match (t.unsupported, t.list_errors) {
-            (true, _) => "unsupported",
-            (false, 0) => "ok",
-            (false, _) => "error",
+        // A run whose every abort failed (e.g. credentials that may list but not abort) did
+        // nothing, and must be as alertable as one that could not list.
+        let aborts_all_failed = t.failed > 0 && t.aborted == 0 && t.already_gone == 0;
+        let outcome = if t.unsupported {
+            "unsupported"
+        } else if t.list_errors > 0 || aborts_all_failed {
+            "error"
+        } else {
+            "ok"
         };
         self.metrics.run(outcome);
         if outcome == "ok" {
@@ -191,7 +198,7 @@ impl Sweeper {
                 };
                 let out = match self.store.abort_incomplete(request).await {
                     Ok(out) => out,
-                    Err(StorageError::FailedPrecondition(_)) => {
+                    Err(StorageError::Unsupported(_)) => {
                         totals.unsupported = true;
                         break 'prefixes;
                     }
@@ -253,12 +260,49 @@ mod tests {
     fn a_gone_upload_is_told_from_a_failure() {
         use crate::store::abort_error_means_gone as gone;
         assert!(gone(Some(404), Some("NoSuchUpload")));
-        assert!(gone(Some(404), None));
+        // A bare 404 (a proxy, a wrong endpoint) is not proof the upload is gone.
+        assert!(!gone(Some(404), None));
         // Some stores send the code with another status.
         assert!(gone(Some(400), Some("NoSuchUpload")));
         assert!(!gone(Some(404), Some("NoSuchBucket")));
         assert!(!gone(Some(403), Some("AccessDenied")));
         assert!(!gone(Some(503), Some("SlowDown")));
         assert!(!gone(None, None));
+    }
+
+    #[test]
+    fn listing_errors_are_told_apart() {
+        use crate::store::list_uploads_error as e;
+        let kind = |s: Option<u16>, c: Option<&str>| e(s, c, "x".into()).kind();
+        assert!(matches!(
+            e(Some(501), Some("NotImplemented"), "x".into()),
+            StorageError::Unsupported(_)
+        ));
+        // A 501 without the code (a proxy or gateway) is an outage, retried next interval.
+        assert_eq!(
+            kind(Some(501), None),
+            photos_runtime::ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Some(400), Some("InvalidArgument")),
+            photos_runtime::ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            kind(Some(403), Some("AccessDenied")),
+            photos_runtime::ErrorKind::FailedPrecondition
+        );
+        assert_eq!(
+            kind(Some(404), Some("NoSuchBucket")),
+            photos_runtime::ErrorKind::FailedPrecondition
+        );
+        assert!(!matches!(
+            e(Some(403), Some("AccessDenied"), "x".into()),
+            StorageError::Unsupported(_)
+        ));
+        assert_eq!(
+            kind(Some(503), Some("SlowDown")),
+            photos_runtime::ErrorKind::Unavailable
+        );
+        assert_eq!(kind(None, None), photos_runtime::ErrorKind::Unavailable);
     }
 }

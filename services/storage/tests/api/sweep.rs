@@ -102,68 +102,64 @@ where
     }
 }
 
-/// The service sweeps on its own: with a 1 s interval and an age of 8 s, an upload started
-/// before the service is aborted once it is 8 s old, without any RPC; one started afterwards is
-/// still there after two whole sweeps that began after it was started (while it is younger than
-/// 8 s), and so is an old upload outside the managed prefixes.
+/// Waits (bounded) until every open upload started more than a second ago by the store's own
+/// `Initiated` (whole seconds), so a sweep with an age of 1 s takes each of them.
+async fn all_older_than_a_second(s3: &aws_sdk_s3::Client) {
+    eventually(
+        "the uploads older than 1 s",
+        Duration::from_secs(30),
+        || {
+            let s3 = s3.clone();
+            async move {
+                let now =
+                    aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now()).secs();
+                listed(&s3)
+                    .await
+                    .iter()
+                    .all(|(_, _, initiated)| initiated.secs() + 1 < now)
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits (bounded) for `n` more completed runs, counted on `/metrics`, than `from`.
+async fn runs_after(admin: std::net::SocketAddr, from: f64, n: f64) {
+    eventually("more sweeps", Duration::from_secs(60), || async move {
+        metric(&metrics(admin).await, RUNS, "") >= from + n
+    })
+    .await;
+}
+
+/// The service sweeps on its own, nobody calling the RPC. With an age of an hour, uploads just
+/// started (as a running upload is) are still open after three completed runs (counted on
+/// `/metrics`, not timed); with an age of 1 s, a service started once they are older than that
+/// aborts the ones under the managed prefixes on its own and leaves the one outside them.
+/// The ages hold by construction: no assertion reads a clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_sweep_aborts_an_old_upload_and_leaves_a_young_one() {
-    const OLDER_THAN: Duration = Duration::from_secs(8);
     let seaweed = crate::helpers::seaweedfs().await;
     let s3 = seaweed.client();
-    let old_started = Instant::now();
-    let old = start_upload(&s3, "originals/abandoned.jpg").await;
+    let first = start_upload(&s3, "originals/abandoned.jpg").await;
     let outside = start_upload(&s3, "elsewhere/abandoned.jpg").await;
 
     let mut cfg = config(&seaweed.endpoint());
     cfg.multipart_sweep.interval_seconds = 1;
-    cfg.multipart_sweep.older_than_seconds = OLDER_THAN.as_secs();
-    let app = spawn_app(cfg).await;
-
-    eventually(
-        "the old upload aborted by the schedule",
-        Duration::from_secs(60),
-        || {
-            let s3 = s3.clone();
-            let old = old.clone();
-            async move { !open_ids(&s3).await.contains(&old) }
-        },
-    )
-    .await;
-    let aborted_after = old_started.elapsed();
-    // Less 1 s: a store may report Initiated in whole seconds.
-    assert!(
-        aborted_after >= OLDER_THAN - Duration::from_secs(1),
-        "aborted {aborted_after:?} after it started, younger than {OLDER_THAN:?}"
-    );
-    let m = metrics(app.admin).await;
-    assert_eq!(metric(&m, UPLOADS, "result=\"aborted\""), 1.0, "{m}");
-    assert_eq!(metric(&m, UPLOADS, "result=\"already_gone\""), 0.0, "{m}");
-    assert_eq!(metric(&m, UPLOADS, "result=\"failed\""), 0.0, "{m}");
-    assert_eq!(metric(&m, RUNS, "outcome=\"error\""), 0.0, "{m}");
-
+    cfg.multipart_sweep.older_than_seconds = 3600;
+    let app = spawn_app(cfg.clone()).await;
     let young = start_upload(&s3, "originals/uploading.jpg").await;
-    let young_started = Instant::now();
-    // A run that was already going when the young upload started took its cutoff earlier; the
-    // second run to finish from here began after it.
+    // A run already going when `young` started may have listed before it: three more runs
+    // from here, so at least two listed it.
     let runs_then = metric(&metrics(app.admin).await, RUNS, "");
-    eventually("two more sweeps", Duration::from_secs(30), || async {
-        metric(&metrics(app.admin).await, RUNS, "") >= runs_then + 2.0
-    })
-    .await;
+    runs_after(app.admin, runs_then, 3.0).await;
     let open = open_ids(&s3).await;
-    let young_age = young_started.elapsed();
+    assert!(open.contains(&young), "a young upload was aborted");
     assert!(
-        young_age < OLDER_THAN,
-        "the machine was too slow to tell: the young upload is {young_age:?} old"
-    );
-    assert!(open.contains(&young), "the young upload was aborted");
-    assert!(
-        open.contains(&outside),
-        "an upload outside the managed prefixes was aborted"
+        open.contains(&first),
+        "an upload younger than the age was aborted"
     );
     let m = metrics(app.admin).await;
-    assert_eq!(metric(&m, UPLOADS, "result=\"aborted\""), 1.0, "{m}");
+    assert_eq!(metric(&m, UPLOADS, ""), 0.0, "{m}");
     assert!(metric(&m, RUNS, "outcome=\"ok\"") >= 3.0, "{m}");
     assert!(
         metric(
@@ -173,15 +169,129 @@ async fn the_scheduled_sweep_aborts_an_old_upload_and_leaves_a_young_one() {
         ) > 0.0,
         "{m}"
     );
-    eprintln!(
-        "scheduled sweep (SeaweedFS, interval 1 s, older than 8 s): old upload aborted {:.1} s after it started; \
-         young upload left after {} runs ({:.1} s old); runs ok {}, aborted {}",
-        aborted_after.as_secs_f64(),
-        metric(&m, RUNS, "") - runs_then,
-        young_age.as_secs_f64(),
-        metric(&m, RUNS, "outcome=\"ok\""),
-        metric(&m, UPLOADS, "result=\"aborted\""),
+    let young_runs = metric(&m, RUNS, "") - runs_then;
+    drop(app);
+
+    // Both uploads under originals/ are now older than 1 s: a run of a service with that age
+    // (the old process's schedule has no age that could abort them) takes them.
+    cfg.multipart_sweep.older_than_seconds = 1;
+    cfg.multipart_sweep.allow_short_age = true;
+    all_older_than_a_second(&s3).await;
+    let app = spawn_app(cfg).await;
+    // The counter is bumped after the abort answers: wait on it, not on the store.
+    eventually(
+        "two uploads aborted by the schedule",
+        Duration::from_secs(60),
+        || async { metric(&metrics(app.admin).await, UPLOADS, "result=\"aborted\"") >= 2.0 },
+    )
+    .await;
+    let open = open_ids(&s3).await;
+    assert_eq!(
+        open,
+        BTreeSet::from([outside.clone()]),
+        "only the upload outside the managed prefixes is left"
     );
+    let m = metrics(app.admin).await;
+    assert_eq!(metric(&m, UPLOADS, "result=\"aborted\""), 2.0, "{m}");
+    assert_eq!(metric(&m, UPLOADS, "result=\"already_gone\""), 0.0, "{m}");
+    assert_eq!(metric(&m, UPLOADS, "result=\"failed\""), 0.0, "{m}");
+    assert_eq!(metric(&m, RUNS, "outcome=\"error\""), 0.0, "{m}");
+    eprintln!(
+        "scheduled sweep (SeaweedFS, interval 1 s): age 3600 s, young uploads left after {young_runs} runs; \
+         age 1 s, aborted {} (runs ok {}), outside the managed prefixes left",
+        metric(&m, UPLOADS, "result=\"aborted\""),
+        metric(&m, RUNS, "outcome=\"ok\""),
+    );
+}
+
+/// S3's error answer with `status` and `code`.
+fn s3_error(status: &str, code: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>refused by the test</Message><RequestId>faultproxy</RequestId></Error>"
+    );
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Credentials that may list uploads but not abort them (403 AccessDenied to every
+/// AbortMultipartUpload): every run fails every abort, and none counts as `ok` or moves the
+/// last-success time, so the alert on it fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_every_abort_is_refused_is_an_error() {
+    let seaweed = crate::helpers::seaweedfs().await;
+    let s3 = seaweed.client();
+    let id = start_upload(&s3, "originals/refused.jpg").await;
+    // Old enough for every run, so no run finds nothing to do (which would be `ok`).
+    all_older_than_a_second(&s3).await;
+    let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
+        .await
+        .unwrap();
+    proxy.answer_http(
+        b"AbortMultipartUpload",
+        s3_error("403 Forbidden", "AccessDenied"),
+        1000,
+    );
+    let mut cfg = config(&proxy.endpoint());
+    cfg.multipart_sweep.interval_seconds = 1;
+    cfg.multipart_sweep.older_than_seconds = 1;
+    cfg.multipart_sweep.allow_short_age = true;
+    let app = spawn_app(cfg).await;
+    eventually(
+        "two runs whose aborts failed",
+        Duration::from_secs(60),
+        || async {
+            let m = metrics(app.admin).await;
+            metric(&m, UPLOADS, "result=\"failed\"") >= 2.0
+                && metric(&m, RUNS, "outcome=\"error\"") >= 2.0
+        },
+    )
+    .await;
+    let m = metrics(app.admin).await;
+    assert_eq!(metric(&m, RUNS, "outcome=\"ok\""), 0.0, "{m}");
+    assert_eq!(metric(&m, UPLOADS, "result=\"aborted\""), 0.0, "{m}");
+    assert_eq!(metric(&m, UPLOADS, "result=\"already_gone\""), 0.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "photos_storage_multipart_sweep_last_success_timestamp_seconds",
+            ""
+        ),
+        0.0,
+        "{m}"
+    );
+    assert!(proxy.answered() >= 2);
+    assert!(
+        open_ids(&s3).await.contains(&id),
+        "the refused upload is still open"
+    );
+}
+
+/// A 501 without S3's NotImplemented code (a proxy or gateway in the way, not the store) does
+/// not end the schedule: the run is an error and the next one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_501_to_the_listing_is_an_error_retried_next_interval() {
+    let seaweed = crate::helpers::seaweedfs().await;
+    let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
+        .await
+        .unwrap();
+    let bare =
+        b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+    proxy.answer_http(b"?uploads", bare, 1000);
+    let mut cfg = config(&proxy.endpoint());
+    cfg.multipart_sweep.interval_seconds = 1;
+    let app = spawn_app(cfg).await;
+    eventually("two runs", Duration::from_secs(60), || async {
+        metric(&metrics(app.admin).await, RUNS, "") >= 2.0
+    })
+    .await;
+    let m = metrics(app.admin).await;
+    assert_eq!(metric(&m, RUNS, "outcome=\"unsupported\""), 0.0, "{m}");
+    assert!(metric(&m, RUNS, "outcome=\"error\"") >= 2.0, "{m}");
 }
 
 async fn sweep(
@@ -270,7 +380,7 @@ async fn a_sweep_call_acts_on_at_most_max_uploads_and_goes_on_from_its_markers()
     assert_eq!(aborted, all);
     assert!(open_ids(&s3).await.is_empty(), "every upload aborted");
 
-    let over = sweep(&mut app.client, 10_001, true, Default::default())
+    let over = sweep(&mut app.client, 1001, true, Default::default())
         .await
         .expect_err("above the maximum");
     assert_eq!(over.code(), Code::InvalidArgument, "{over:?}");
@@ -371,7 +481,11 @@ async fn a_store_that_cannot_list_uploads_stops_the_schedule_and_fails_the_call_
         || async { metric(&metrics(app.admin).await, RUNS, "") >= 1.0 },
     )
     .await;
+    // The schedule has ended: three more intervals pass without a run (a schedule that went
+    // on would have run about three times more).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let m = metrics(app.admin).await;
+    assert_eq!(metric(&m, RUNS, ""), 1.0, "{m}");
     assert_eq!(metric(&m, RUNS, "outcome=\"unsupported\""), 1.0, "{m}");
     assert_eq!(metric(&m, RUNS, "outcome=\"error\""), 0.0, "{m}");
     let err = sweep(&mut app.client, 0, true, Default::default())
@@ -379,4 +493,104 @@ async fn a_store_that_cannot_list_uploads_stops_the_schedule_and_fails_the_call_
         .expect_err("no ListMultipartUploads");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("ListMultipartUploads"), "{err:?}");
+}
+
+/// Eleven uploads younger than the age, one per page (`max_uploads` 1 sizes the pages): a
+/// call reads its 10 pages, acts on nothing, and hands back where to go on rather than
+/// walking the whole listing or saying it is done.
+#[tokio::test]
+async fn a_sweep_call_reads_at_most_ten_pages() {
+    let seaweed = crate::helpers::seaweedfs().await;
+    let s3 = seaweed.client();
+    for i in 0..11 {
+        start_upload(&s3, &format!("tmp/young-{i}")).await;
+    }
+    let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
+        .await
+        .unwrap();
+    proxy.watch(b"?uploads");
+    let mut app = spawn_app(config(&proxy.endpoint())).await;
+    let out = app
+        .client
+        .abort_incomplete_uploads(pb::AbortIncompleteUploadsRequest {
+            prefix: "tmp/".into(),
+            older_than_seconds: 3600,
+            max_uploads: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(out.uploads.is_empty() && out.errors.is_empty(), "{out:?}");
+    assert_eq!(proxy.count(b"?uploads"), 10, "listing pages read");
+    assert!(
+        !(out.next_key_marker.is_empty() && out.next_upload_id_marker.is_empty()),
+        "the listing is not done: {out:?}"
+    );
+    assert_eq!(open_ids(&s3).await.len(), 11);
+}
+
+/// Listing answers a caller or the deployment must fix are told from an outage: a 400 (e.g. a
+/// marker not from a previous call) is INVALID_ARGUMENT, AccessDenied FAILED_PRECONDITION.
+#[tokio::test]
+async fn listing_refusals_are_not_reported_as_unavailable() {
+    let seaweed = crate::helpers::seaweedfs().await;
+    let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
+        .await
+        .unwrap();
+    let mut app = spawn_app(config(&proxy.endpoint())).await;
+    for (answer, code, times) in [
+        (
+            s3_error("400 Bad Request", "InvalidArgument"),
+            Code::InvalidArgument,
+            1,
+        ),
+        (
+            s3_error("403 Forbidden", "AccessDenied"),
+            Code::FailedPrecondition,
+            1,
+        ),
+        (
+            s3_error("404 Not Found", "NoSuchBucket"),
+            Code::FailedPrecondition,
+            1,
+        ),
+        // Retried by the SDK: enough answers for every attempt.
+        (
+            s3_error("503 Slow Down", "SlowDown"),
+            Code::Unavailable,
+            100,
+        ),
+    ] {
+        proxy.answer_http(b"?uploads", answer, times);
+        let err = sweep(&mut app.client, 0, true, ("tmp/x".into(), "bogus".into()))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{err:?}");
+    }
+}
+
+/// A store that ignores max-uploads (three uploads for a call capped at two, not truncated):
+/// the call takes two and hands back a marker for the third instead of calling the listing
+/// done.
+#[tokio::test]
+async fn a_store_that_lists_more_than_asked_is_not_taken_for_done() {
+    let seaweed = crate::helpers::seaweedfs().await;
+    let s3 = seaweed.client();
+    for key in ["tmp/a", "tmp/b", "tmp/c"] {
+        start_upload(&s3, key).await;
+    }
+    let all = listed(&s3).await;
+    let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
+        .await
+        .unwrap();
+    proxy.answer_http(b"?uploads&max-uploads=", listing(&all), 1);
+    let mut app = spawn_app(config(&proxy.endpoint())).await;
+    let out = sweep(&mut app.client, 2, true, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(proxy.answered(), 1);
+    assert_eq!(out.uploads.len(), 2, "{out:?}");
+    assert_eq!(out.next_key_marker, all[1].0, "{out:?}");
+    assert_eq!(out.next_upload_id_marker, all[1].1, "{out:?}");
 }
