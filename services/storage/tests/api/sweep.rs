@@ -246,13 +246,17 @@ async fn a_run_whose_every_abort_is_refused_is_an_error() {
         Duration::from_secs(60),
         || async {
             let m = metrics(app.admin).await;
-            metric(&m, UPLOADS, "result=\"failed\"") >= 2.0
-                && metric(&m, RUNS, "outcome=\"error\"") >= 2.0
+            metric(&m, UPLOADS, "result=\"failed\"") >= 2.0 && metric(&m, RUNS, "") >= 2.0
         },
     )
     .await;
     let m = metrics(app.admin).await;
     assert_eq!(metric(&m, RUNS, "outcome=\"ok\""), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, RUNS, "outcome=\"error\""),
+        metric(&m, RUNS, ""),
+        "{m}"
+    );
     assert_eq!(metric(&m, UPLOADS, "result=\"aborted\""), 0.0, "{m}");
     assert_eq!(metric(&m, UPLOADS, "result=\"already_gone\""), 0.0, "{m}");
     assert_eq!(
@@ -285,13 +289,46 @@ async fn a_bare_501_to_the_listing_is_an_error_retried_next_interval() {
     let mut cfg = config(&proxy.endpoint());
     cfg.multipart_sweep.interval_seconds = 1;
     let app = spawn_app(cfg).await;
-    eventually("two runs", Duration::from_secs(60), || async {
+    eventually("the first run", Duration::from_secs(60), || async {
+        metric(&metrics(app.admin).await, RUNS, "") >= 1.0
+    })
+    .await;
+    let m = metrics(app.admin).await;
+    assert_eq!(metric(&m, RUNS, "outcome=\"unsupported\""), 0.0, "{m}");
+    eventually("a second run", Duration::from_secs(60), || async {
         metric(&metrics(app.admin).await, RUNS, "") >= 2.0
     })
     .await;
     let m = metrics(app.admin).await;
     assert_eq!(metric(&m, RUNS, "outcome=\"unsupported\""), 0.0, "{m}");
     assert!(metric(&m, RUNS, "outcome=\"error\"") >= 2.0, "{m}");
+}
+
+/// A store that says its listing is truncated but gives no marker to go on from (and lists
+/// nothing to go on after): the call fails UNAVAILABLE rather than report the listing done.
+#[tokio::test]
+async fn a_listing_that_cannot_go_on_is_not_taken_for_done() {
+    let seaweed = crate::helpers::seaweedfs().await;
+    let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
+        .await
+        .unwrap();
+    // `true` is a character shorter than `false`: a blank keeps Content-Length right.
+    let page = listing(&[]);
+    let page = String::from_utf8(page)
+        .unwrap()
+        .replace(
+            "<IsTruncated>false</IsTruncated>",
+            "<IsTruncated>true</IsTruncated> ",
+        )
+        .into_bytes();
+    proxy.answer_http(b"?uploads&max-uploads=", page, 10);
+    let mut app = spawn_app(config(&proxy.endpoint())).await;
+    let err = sweep(&mut app.client, 0, true, Default::default())
+        .await
+        .expect_err("the listing stalled");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("marker"), "{err:?}");
+    assert_eq!(proxy.answered(), 1, "one page read");
 }
 
 async fn sweep(
