@@ -33,6 +33,19 @@ pub struct Application {
     sweeper: sweep::Sweeper,
 }
 
+/// The `photos-storage` process: configuration from the environment, telemetry, the server
+/// until SIGTERM. The binary is this call; the end-to-end tests that kill storage build their
+/// own binary from it too (Cargo names only a test's own package's binaries to it).
+pub fn process_main() -> std::process::ExitCode {
+    photos_runtime::app::run_main("photos-storage", |config: StorageConfig| async move {
+        build(config)
+            .await?
+            .run_until_stopped(photos_runtime::shutdown::signal())
+            .await?;
+        Ok(())
+    })
+}
+
 pub async fn build(config: StorageConfig) -> Result<Application, StorageError> {
     let telemetry = telemetry::S3Telemetry::default();
     let s3 = store::s3_client_with(&config.s3, telemetry.clone()).await;

@@ -1,13 +1,3 @@
-use std::process::ExitCode;
-
-use photos_storage::StorageConfig;
-
-fn main() -> ExitCode {
-    photos_runtime::app::run_main("photos-storage", |config: StorageConfig| async move {
-        photos_storage::build(config)
-            .await?
-            .run_until_stopped(photos_runtime::shutdown::signal())
-            .await?;
-        Ok(())
-    })
+fn main() -> std::process::ExitCode {
+    photos_storage::process_main()
 }
