@@ -477,24 +477,9 @@ async fn seen(proxy: &FaultProxy, pattern: &[u8], n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row_and_is_swept() {
     let seaweed = seaweedfs().await;
-    let proxy = FaultProxy::start(
-        seaweed
-            .endpoint()
-            .strip_prefix("http://")
-            .unwrap()
-            .parse()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    for p in [
-        b"?uploads".as_slice(),
-        b"partNumber=",
-        b"AbortMultipartUpload",
-        b"CompleteMultipartUpload",
-    ] {
-        proxy.watch(p);
-    }
+    let proxy = FaultProxy::in_front_of_s3(&seaweed.endpoint())
+        .await
+        .unwrap();
     let db = TestDatabase::create().await.unwrap();
     let db_url = db.url().to_owned();
     let env = Env::start_with(|c| {

@@ -59,6 +59,16 @@ struct State {
     patterns: Mutex<Vec<Arc<Pattern>>>,
 }
 
+/// S3 multipart requests, as they appear in a request head: CreateMultipartUpload
+/// (`?uploads`, which ListMultipartUploads also carries), UploadPart, AbortMultipartUpload,
+/// CompleteMultipartUpload.
+const MULTIPART_REQUESTS: [&[u8]; 4] = [
+    b"?uploads",
+    b"partNumber=",
+    b"AbortMultipartUpload",
+    b"CompleteMultipartUpload",
+];
+
 pub struct FaultProxy {
     addr: SocketAddr,
     state: Arc<State>,
@@ -89,6 +99,21 @@ impl FaultProxy {
             }
         });
         Ok(FaultProxy { addr, state, task })
+    }
+
+    /// A proxy in front of an S3 server's `http://host:port` endpoint that watches its multipart
+    /// requests: `count(b"?uploads")`, `b"partNumber="`, `b"AbortMultipartUpload"`,
+    /// `b"CompleteMultipartUpload"`.
+    pub async fn in_front_of_s3(endpoint: &str) -> anyhow::Result<FaultProxy> {
+        let upstream = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow::anyhow!("{endpoint} is not an http:// endpoint"))?
+            .parse()?;
+        let proxy = FaultProxy::start(upstream).await?;
+        for pattern in MULTIPART_REQUESTS {
+            proxy.watch(pattern);
+        }
+        Ok(proxy)
     }
 
     pub fn addr(&self) -> SocketAddr {

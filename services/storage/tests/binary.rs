@@ -246,17 +246,7 @@ async fn next_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_health_not_serving_first_completes_in_flight_uploads_and_exits() {
     let s3 = TestS3::start().await.unwrap();
-    let proxy = FaultProxy::start(
-        s3.endpoint()
-            .strip_prefix("http://")
-            .unwrap()
-            .parse()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    proxy.watch(b"?uploads");
-    proxy.watch(b"partNumber=");
+    let proxy = FaultProxy::in_front_of_s3(&s3.endpoint()).await.unwrap();
     // Room for the rest of the upload on a loaded machine; the open watch holds the server
     // until the grace runs out, so this is also how long the test waits for the exit.
     let grace = Duration::from_millis(10_000);
@@ -351,15 +341,7 @@ async fn sigterm_stops_a_sweep_waiting_on_a_hung_store() {
     // SeaweedFS: the embedded local S3 does not list multipart uploads, and the schedule stops
     // on such a store.
     let s3 = seaweedfs().await;
-    let proxy = FaultProxy::start(
-        s3.endpoint()
-            .strip_prefix("http://")
-            .unwrap()
-            .parse()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let proxy = FaultProxy::in_front_of_s3(&s3.endpoint()).await.unwrap();
     let mut storage = Storage::spawn_with(
         &proxy.endpoint(),
         1_000,
@@ -448,24 +430,9 @@ async fn incomplete_uploads(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<(S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incomplete_upload() {
     let seaweed = seaweedfs().await;
-    let proxy = FaultProxy::start(
-        seaweed
-            .endpoint()
-            .strip_prefix("http://")
-            .unwrap()
-            .parse()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    for p in [
-        b"?uploads".as_slice(),
-        b"partNumber=",
-        b"AbortMultipartUpload",
-        b"CompleteMultipartUpload",
-    ] {
-        proxy.watch(p);
-    }
+    let proxy = FaultProxy::in_front_of_s3(&seaweed.endpoint())
+        .await
+        .unwrap();
     let storage = Storage::spawn(&proxy.endpoint(), 1_000);
     let channel = storage.channel().await;
     storage.serving(channel.clone()).await;
