@@ -260,6 +260,9 @@ impl Mesh {
             config.storage.s3.force_path_style = true;
             config.storage.s3.access_key = Secret::new(LOCAL_S3_ACCESS_KEY);
             config.storage.s3.secret_key = Secret::new(secret);
+            // The local store cannot list multipart uploads (no ListMultipartUploads): the
+            // sweep's schedule would only warn, within the first hour, that it stopped.
+            config.storage.multipart_sweep.interval_seconds = 0;
             object_store = Some(store);
         }
 
