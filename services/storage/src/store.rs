@@ -144,7 +144,14 @@ pub fn abort_error_means_gone(_status: Option<u16>, code: Option<&str>) -> bool 
 /// What a failed ListMultipartUploads means to the caller. A 501 alone (a proxy, a gateway)
 /// is not proof the store lacks the call: only the NotImplemented code stops a schedule.
 /// 400-class answers are the caller's or the deployment's to fix, not a store outage.
-pub fn list_uploads_error(status: Option<u16>, code: Option<&str>, detail: String) -> StorageError {
+/// `caller_marker`: the listing started from markers the caller passed in (the call's first
+/// page), so a 400 most likely means those markers.
+pub fn list_uploads_error(
+    status: Option<u16>,
+    code: Option<&str>,
+    detail: String,
+    caller_marker: bool,
+) -> StorageError {
     match (code, status) {
         (Some("NotImplemented"), _) => StorageError::Unsupported(
             "the object store does not implement ListMultipartUploads: only the bucket's \
@@ -156,12 +163,17 @@ pub fn list_uploads_error(status: Option<u16>, code: Option<&str>, detail: Strin
             "the object store refused to list multipart uploads (check the bucket and the \
              credentials' permissions): {detail}"
         )),
-        (_, Some(400)) => StorageError::invalid(
+        // A 400 the SDK retries: a slow connection, not the request's fault.
+        (Some("RequestTimeout"), _) => StorageError::S3(detail),
+        (_, Some(400)) if caller_marker => StorageError::invalid(
             "key_marker",
             format!(
                 "the object store refused the listing (a marker not from a previous call?): {detail}"
             ),
         ),
+        (_, Some(400)) => StorageError::FailedPrecondition(format!(
+            "the object store refused to list multipart uploads (check the bucket name, region              and credentials): {detail}"
+        )),
         (Some(_), Some(404)) => StorageError::FailedPrecondition(format!(
             "the object store could not list multipart uploads: {detail}"
         )),
@@ -769,7 +781,8 @@ impl Store {
                         .map(str::to_owned);
                     let status = e.raw_response().map(|r| r.status().as_u16());
                     let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-                    list_uploads_error(status, code.as_deref(), detail)
+                    let caller_marker = page_number == 1 && req.start_after.is_some();
+                    list_uploads_error(status, code.as_deref(), detail, caller_marker)
                 })?;
             let listed = page.uploads();
             for u in listed {

@@ -273,9 +273,9 @@ mod tests {
     #[test]
     fn listing_errors_are_told_apart() {
         use crate::store::list_uploads_error as e;
-        let kind = |s: Option<u16>, c: Option<&str>| e(s, c, "x".into()).kind();
+        let kind = |s: Option<u16>, c: Option<&str>| e(s, c, "x".into(), false).kind();
         assert!(matches!(
-            e(Some(501), Some("NotImplemented"), "x".into()),
+            e(Some(501), Some("NotImplemented"), "x".into(), false),
             StorageError::Unsupported(_)
         ));
         // A 501 without the code (a proxy or gateway) is an outage, retried next interval.
@@ -283,9 +283,19 @@ mod tests {
             kind(Some(501), None),
             photos_runtime::ErrorKind::Unavailable
         );
+        // A 400 is the caller's only when the listing started from the caller's markers;
+        // otherwise the deployment's (bucket name, region, credentials).
         assert_eq!(
-            kind(Some(400), Some("InvalidArgument")),
+            e(Some(400), Some("InvalidArgument"), "x".into(), true).kind(),
             photos_runtime::ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            kind(Some(400), Some("AuthorizationHeaderMalformed")),
+            photos_runtime::ErrorKind::FailedPrecondition
+        );
+        assert_eq!(
+            e(Some(400), Some("RequestTimeout"), "x".into(), true).kind(),
+            photos_runtime::ErrorKind::Unavailable
         );
         assert_eq!(
             kind(Some(403), Some("AccessDenied")),
@@ -296,7 +306,7 @@ mod tests {
             photos_runtime::ErrorKind::FailedPrecondition
         );
         assert!(!matches!(
-            e(Some(403), Some("AccessDenied"), "x".into()),
+            e(Some(403), Some("AccessDenied"), "x".into(), false),
             StorageError::Unsupported(_)
         ));
         assert_eq!(

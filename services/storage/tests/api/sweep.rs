@@ -567,8 +567,10 @@ async fn a_sweep_call_reads_at_most_ten_pages() {
     assert_eq!(open_ids(&s3).await.len(), 11);
 }
 
-/// Listing answers a caller or the deployment must fix are told from an outage: a 400 (e.g. a
-/// marker not from a previous call) is INVALID_ARGUMENT, AccessDenied FAILED_PRECONDITION.
+/// Listing answers a caller or the deployment must fix are told from an outage: a 400 to a
+/// listing from the caller's markers (e.g. a marker not from a previous call) is
+/// INVALID_ARGUMENT, a 400 without them (a wrong region, say) and AccessDenied are
+/// FAILED_PRECONDITION.
 #[tokio::test]
 async fn listing_refusals_are_not_reported_as_unavailable() {
     let seaweed = crate::helpers::seaweedfs().await;
@@ -576,31 +578,43 @@ async fn listing_refusals_are_not_reported_as_unavailable() {
         .await
         .unwrap();
     let mut app = spawn_app(config(&proxy.endpoint())).await;
-    for (answer, code, times) in [
+    let marker = || ("tmp/x".to_owned(), "bogus".to_owned());
+    let no_marker = || (String::new(), String::new());
+    for (answer, markers, code, times) in [
         (
             s3_error("400 Bad Request", "InvalidArgument"),
+            marker(),
             Code::InvalidArgument,
             1,
         ),
         (
+            s3_error("400 Bad Request", "AuthorizationHeaderMalformed"),
+            no_marker(),
+            Code::FailedPrecondition,
+            1,
+        ),
+        (
             s3_error("403 Forbidden", "AccessDenied"),
+            marker(),
             Code::FailedPrecondition,
             1,
         ),
         (
             s3_error("404 Not Found", "NoSuchBucket"),
+            no_marker(),
             Code::FailedPrecondition,
             1,
         ),
         // Retried by the SDK: enough answers for every attempt.
         (
             s3_error("503 Slow Down", "SlowDown"),
+            no_marker(),
             Code::Unavailable,
             100,
         ),
     ] {
         proxy.answer_http(b"?uploads", answer, times);
-        let err = sweep(&mut app.client, 0, true, ("tmp/x".into(), "bogus".into()))
+        let err = sweep(&mut app.client, 0, true, markers)
             .await
             .expect_err("refused");
         assert_eq!(err.code(), code, "{err:?}");
