@@ -569,8 +569,8 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
         ],
     )
     .await;
-    // The upload gone from the store, and the run that aborted it logged as finished (the log
-    // line comes after the abort's answer, so it is waited for too).
+    // The upload gone from the store, and the run that aborted it logged as finished with one
+    // upload aborted (the log line comes after the abort's answer, so it is waited for too).
     wait::until(
         "the scheduled sweep aborting the killed upload",
         Duration::from_secs(60),
@@ -580,8 +580,12 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
             if !left.is_empty() {
                 return Err(format!("still open: {left:?}"));
             }
-            if !storage.log().contains("multipart sweep finished") {
-                return Err(format!("no finished sweep logged:\n{}", storage.log()));
+            let log = storage.log();
+            let logged = log
+                .lines()
+                .any(|l| l.contains("multipart sweep finished") && l.contains("\"aborted\":1"));
+            if !logged {
+                return Err(format!("no finished sweep that aborted 1 logged:\n{log}"));
             }
             Ok(())
         },
