@@ -427,46 +427,6 @@ async fn objects(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Open multipart uploads under `prefix`, straight from the store, as (key, upload id).
-async fn incomplete_uploads(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<(String, String)> {
-    let listed = client
-        .list_multipart_uploads()
-        .bucket(s3::BUCKET)
-        .prefix(prefix)
-        .send()
-        .await
-        .unwrap();
-    listed
-        .uploads()
-        .iter()
-        .map(|u| {
-            (
-                u.key().unwrap_or_default().to_owned(),
-                u.upload_id().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// Waits (bounded) until the proxy has seen `n` occurrences of `pattern` in storage's S3 traffic.
-async fn seen(proxy: &FaultProxy, pattern: &[u8], n: u64) {
-    wait::until(
-        "S3 requests from the storage process",
-        Duration::from_secs(60),
-        Duration::from_millis(10),
-        || async {
-            let count = proxy.count(pattern);
-            if count >= n {
-                Ok(())
-            } else {
-                Err(format!("{count} of {n}"))
-            }
-        },
-    )
-    .await
-    .unwrap();
-}
-
 /// The storage process SIGKILLed while a photo's body is still streaming through the gateway
 /// and its first part has gone to S3. The client gets a 503 problem document (not a dropped
 /// connection, not 201); no catalog row was ever written (the id sequence did not move), no
@@ -520,7 +480,7 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
     let cut = PART + MIB;
     let (status, head, problem) =
         upload_in_two_pieces(gateway, &alice, &album, &body, cut, async {
-            seen(&proxy, b"partNumber=", 1).await;
+            proxy.seen(b"partNumber=", 1).await;
             storage.signal("-KILL");
             storage.exited(Duration::from_secs(30)).await;
         })
@@ -548,7 +508,7 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
         "no catalog row for the failed upload, not even one inserted and removed again"
     );
     assert_eq!(objects(&store, &originals).await, Vec::<String>::new());
-    let left = incomplete_uploads(&store, &originals).await;
+    let left = s3::incomplete_uploads(&store, &originals).await;
     assert_eq!(
         left.len(),
         1,
@@ -576,7 +536,7 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
         Duration::from_secs(60),
         Duration::from_millis(100),
         || async {
-            let left = incomplete_uploads(&store, &originals).await;
+            let left = s3::incomplete_uploads(&store, &originals).await;
             if !left.is_empty() {
                 return Err(format!("still open: {left:?}"));
             }
@@ -648,7 +608,7 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
         original.as_ref() == photo.as_slice(),
         "the stored bytes differ"
     );
-    assert!(incomplete_uploads(&store, &originals).await.is_empty());
+    assert!(s3::incomplete_uploads(&store, &originals).await.is_empty());
     eprintln!(
         "storage SIGKILLed mid-multipart through the gateway: photo {} bytes (form {}), {} sent \
          before the kill, parts sent {parts_sent}, client answer 503 problem `unavailable` ({}); \

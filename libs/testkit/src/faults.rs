@@ -182,6 +182,28 @@ impl FaultProxy {
         }));
     }
 
+    /// Waits (up to 60 s) until the watched `pattern` has been seen `n` times.
+    pub async fn seen(&self, pattern: &[u8], n: u64) {
+        crate::wait::until(
+            &format!(
+                "{n} requests matching {:?}",
+                String::from_utf8_lossy(pattern)
+            ),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(10),
+            || async {
+                let count = self.count(pattern);
+                if count >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{count} of {n}"))
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
     pub fn count(&self, pattern: &[u8]) -> u64 {
         self.state
             .patterns

@@ -15,6 +15,31 @@ pub const SECRET_KEY: &str = "photos-test-secret-key";
 pub const REGION: &str = "us-east-1";
 pub const BUCKET: &str = "photos-test";
 
+/// Open multipart uploads (started, neither completed nor aborted) under `prefix` in
+/// [`BUCKET`], as (key, upload id).
+pub async fn incomplete_uploads(
+    client: &aws_sdk_s3::Client,
+    prefix: &str,
+) -> Vec<(String, String)> {
+    let listed = client
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap_or_default().to_owned(),
+                u.upload_id().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// An aws-sdk-s3 client for `endpoint` with the test credentials and path-style addressing.
 pub fn client(endpoint: &str) -> aws_sdk_s3::Client {
     let credentials =

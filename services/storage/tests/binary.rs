@@ -209,25 +209,6 @@ fn open_upload(
     (tx, call)
 }
 
-/// Waits until the proxy has seen `n` occurrences of `pattern` (the binary's S3 requests).
-async fn seen(proxy: &FaultProxy, pattern: &[u8], n: u64) {
-    wait::until(
-        "S3 requests from photos-storage",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async {
-            let count = proxy.count(pattern);
-            if count >= n {
-                Ok(())
-            } else {
-                Err(format!("{count} of {n}"))
-            }
-        },
-    )
-    .await
-    .unwrap();
-}
-
 async fn next_status(
     watch: &mut tonic::Streaming<HealthCheckResponse>,
 ) -> Result<i32, tonic::Status> {
@@ -273,7 +254,7 @@ async fn sigterm_turns_health_not_serving_first_completes_in_flight_uploads_and_
     for c in data[..7 * MIB].chunks(MIB) {
         tx.send(chunk(c)).await.unwrap();
     }
-    seen(&proxy, b"partNumber=", 1).await;
+    proxy.seen(b"partNumber=", 1).await;
 
     storage.signal("-TERM");
     let signalled = Instant::now();
@@ -402,27 +383,6 @@ async fn seaweedfs() -> s3::SeaweedFs {
     panic!("SeaweedFS did not start: {:?}", last.unwrap());
 }
 
-/// Open multipart uploads under `prefix` in the store, as (key, upload id).
-async fn incomplete_uploads(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<(String, String)> {
-    let listed = client
-        .list_multipart_uploads()
-        .bucket(s3::BUCKET)
-        .prefix(prefix)
-        .send()
-        .await
-        .unwrap();
-    listed
-        .uploads()
-        .iter()
-        .map(|u| {
-            (
-                u.key().unwrap_or_default().to_owned(),
-                u.upload_id().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// SIGKILL after two parts of a multipart upload reached the store (SeaweedFS, which lists
 /// multipart uploads; the in-process server does not): no object appears, the parts stay as an
 /// incomplete upload, and `AbortIncompleteUploads` on a restarted storage finds it (not when it
@@ -442,7 +402,7 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
     for c in data[..11 * MIB].chunks(MIB) {
         tx.send(chunk(c)).await.unwrap();
     }
-    seen(&proxy, b"partNumber=", 2).await;
+    proxy.seen(b"partNumber=", 2).await;
     storage.signal("-KILL");
     // A plain tonic client reports the broken connection as UNKNOWN "transport error"; the
     // services' own client channel (photos-runtime) reports it as UNAVAILABLE.
@@ -477,7 +437,7 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
         .await
         .unwrap();
     assert!(listed.contents().is_empty(), "{:?}", listed.contents());
-    let left = incomplete_uploads(&client, "originals/").await;
+    let left = s3::incomplete_uploads(&client, "originals/").await;
     assert_eq!(
         left.len(),
         1,
@@ -517,7 +477,7 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
         young.uploads.is_empty() && young.errors.is_empty(),
         "an upload started seconds ago is not older than an hour: {young:?}"
     );
-    assert_eq!(incomplete_uploads(&client, "originals/").await, left);
+    assert_eq!(s3::incomplete_uploads(&client, "originals/").await, left);
     let listed = sweep(0, true).await;
     let found: Vec<_> = listed
         .uploads
@@ -527,7 +487,7 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
     assert_eq!(found, left, "the dry run finds the killed upload");
     assert!(listed.uploads[0].initiated.is_some());
     assert_eq!(
-        incomplete_uploads(&client, "originals/").await,
+        s3::incomplete_uploads(&client, "originals/").await,
         left,
         "a dry run aborts nothing"
     );
@@ -540,7 +500,7 @@ async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incompl
         .collect();
     assert_eq!(aborted, left);
     assert_eq!(proxy.count(b"AbortMultipartUpload"), 1);
-    let after = incomplete_uploads(&client, "originals/").await;
+    let after = s3::incomplete_uploads(&client, "originals/").await;
     assert!(after.is_empty(), "nothing left after the sweep: {after:?}");
     let again = sweep(0, false).await;
     assert!(
