@@ -49,12 +49,6 @@ impl StorageProcess {
                 ("PHOTOS__SERVER__DRAIN_DELAY_MS", "100".to_owned()),
                 ("PHOTOS__SERVER__DRAIN_GRACE_MS", "2000".to_owned()),
                 ("PHOTOS__TELEMETRY__LOG_FORMAT", "json".to_owned()),
-                ("PHOTOS__S3__ENDPOINT", s3_endpoint.to_owned()),
-                ("PHOTOS__S3__BUCKET", s3::BUCKET.to_owned()),
-                ("PHOTOS__S3__REGION", s3::REGION.to_owned()),
-                ("PHOTOS__S3__ACCESS_KEY", s3::ACCESS_KEY.to_owned()),
-                ("PHOTOS__S3__SECRET_KEY", s3::SECRET_KEY.to_owned()),
-                ("PHOTOS__S3__FORCE_PATH_STYLE", "true".to_owned()),
                 ("PHOTOS__MULTIPART_SWEEP__INTERVAL_SECONDS", "0".to_owned()),
                 (
                     "PHOTOS__TRANSFER__MULTIPART_THRESHOLD_BYTES",
@@ -62,6 +56,7 @@ impl StorageProcess {
                 ),
                 ("PHOTOS__TRANSFER__PART_SIZE_BYTES", PART.to_string()),
             ])
+            .envs(s3::storage_env(s3_endpoint))
             .envs(extra.iter().copied())
             .env_remove("RUST_LOG")
             .env_remove("PHOTOS_CONFIG")
@@ -198,18 +193,6 @@ impl Drop for StorageProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// SeaweedFS, started again if the first try loses a port race with a parallel test.
-async fn seaweedfs() -> s3::SeaweedFs {
-    let mut last = None;
-    for _ in 0..3 {
-        match s3::SeaweedFs::start().await {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("SeaweedFS did not start: {:?}", last.unwrap());
 }
 
 /// A real JPEG of `PART` + 3 MiB: a small picture followed (after SOI) by APP15 segments of
@@ -436,7 +419,7 @@ async fn objects(client: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
 /// once (201), a second retry finds them (200, the same photo): one row, one original.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row_and_is_swept() {
-    let seaweed = seaweedfs().await;
+    let seaweed = s3::SeaweedFs::start().await.unwrap();
     let proxy = FaultProxy::in_front_of_s3(&seaweed.endpoint())
         .await
         .unwrap();

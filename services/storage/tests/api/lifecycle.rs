@@ -68,7 +68,7 @@ fn cleanup() -> pb::LifecycleRule {
 /// NotImplemented to storage-class transitions, which it does not have).
 #[tokio::test]
 async fn expiration_rules_round_trip_on_seaweedfs() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let mut other = cleanup();
     other.id = "variants-cleanup".into();
     other.prefix = "variants/".into();

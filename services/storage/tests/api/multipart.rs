@@ -72,7 +72,7 @@ async fn an_upload_at_the_threshold_uses_multipart_even_without_an_expected_size
 /// A store failure after some parts are up: the upload is aborted, no parts stay behind.
 #[tokio::test]
 async fn a_connection_cut_mid_upload_aborts_the_multipart_upload() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let direct = s3.client();
     let proxy = FaultProxy::start(addr_of(&s3.endpoint())).await.unwrap();
     proxy.watch(b"partNumber=");
@@ -103,7 +103,7 @@ async fn a_connection_cut_mid_upload_aborts_the_multipart_upload() {
 
 #[tokio::test]
 async fn a_checksum_mismatch_on_a_multipart_upload_aborts_it() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let mut cfg = config(&s3.endpoint());
     cfg.transfer.multipart_threshold_bytes = 5 * MIB as u64;
     cfg.transfer.part_size_bytes = 5 * MIB as u64;
@@ -121,7 +121,7 @@ async fn a_checksum_mismatch_on_a_multipart_upload_aborts_it() {
 /// the service aborts the upload it started and stores nothing, whether or not the header
 /// declared a size that would have exposed the shortfall.
 async fn a_client_that_goes_away_mid_upload_leaves_nothing(declared_size: u64) {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let direct = s3.client();
     let mut cfg = config(&s3.endpoint());
     cfg.transfer.multipart_threshold_bytes = 5 * MIB as u64;
@@ -232,7 +232,7 @@ async fn multipart_objects_carry_their_sha256(
 
 #[tokio::test]
 async fn multipart_objects_carry_their_sha256_on_seaweedfs() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     multipart_objects_carry_their_sha256(&s3.endpoint(), Some(s3.client())).await;
 }
 

@@ -388,7 +388,7 @@ async fn storage_class_moves_down_to_glacier_on_moto() {
 
 #[tokio::test]
 async fn copies_and_storage_class_changes_on_seaweedfs() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let mut cfg = config(&s3.endpoint());
     // Small thresholds so the multipart-copy path runs on a 12 MB object.
     cfg.transfer.multipart_copy_threshold_bytes = 10 * 1024 * 1024;

@@ -138,7 +138,7 @@ async fn runs_after(admin: std::net::SocketAddr, from: f64, n: f64) {
 /// The ages hold by construction: no assertion reads a clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_sweep_aborts_an_old_upload_and_leaves_a_young_one() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let s3 = seaweed.client();
     let first = start_upload(&s3, "originals/abandoned.jpg").await;
     let outside = start_upload(&s3, "elsewhere/abandoned.jpg").await;
@@ -223,7 +223,7 @@ fn s3_error(status: &str, code: &str) -> Vec<u8> {
 /// last-success time, so the alert on it fires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_every_abort_is_refused_is_an_error() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let s3 = seaweed.client();
     let id = start_upload(&s3, "originals/refused.jpg").await;
     // Old enough for every run, so no run finds nothing to do (which would be `ok`).
@@ -279,7 +279,7 @@ async fn a_run_whose_every_abort_is_refused_is_an_error() {
 /// not end the schedule: the run is an error and the next one runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bare_501_to_the_listing_is_an_error_retried_next_interval() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
         .await
         .unwrap();
@@ -308,7 +308,7 @@ async fn a_bare_501_to_the_listing_is_an_error_retried_next_interval() {
 /// nothing to go on after): the call fails UNAVAILABLE rather than report the listing done.
 #[tokio::test]
 async fn a_listing_that_cannot_go_on_is_not_taken_for_done() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
         .await
         .unwrap();
@@ -381,7 +381,7 @@ async fn walk(
 /// gave them. A cap above the maximum is refused.
 #[tokio::test]
 async fn a_sweep_call_acts_on_at_most_max_uploads_and_goes_on_from_its_markers() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let s3 = seaweed.client();
     for key in ["tmp/a", "tmp/b", "tmp/b", "tmp/c", "tmp/d"] {
         start_upload(&s3, key).await;
@@ -537,7 +537,7 @@ async fn a_store_that_cannot_list_uploads_stops_the_schedule_and_fails_the_call_
 /// walking the whole listing or saying it is done.
 #[tokio::test]
 async fn a_sweep_call_reads_at_most_ten_pages() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let s3 = seaweed.client();
     for i in 0..11 {
         start_upload(&s3, &format!("tmp/young-{i}")).await;
@@ -573,7 +573,7 @@ async fn a_sweep_call_reads_at_most_ten_pages() {
 /// FAILED_PRECONDITION.
 #[tokio::test]
 async fn listing_refusals_are_not_reported_as_unavailable() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let proxy = FaultProxy::start(addr_of(&seaweed.endpoint()))
         .await
         .unwrap();
@@ -626,7 +626,7 @@ async fn listing_refusals_are_not_reported_as_unavailable() {
 /// done.
 #[tokio::test]
 async fn a_store_that_lists_more_than_asked_is_not_taken_for_done() {
-    let seaweed = crate::helpers::seaweedfs().await;
+    let seaweed = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     let s3 = seaweed.client();
     for key in ["tmp/a", "tmp/b", "tmp/c"] {
         start_upload(&s3, key).await;

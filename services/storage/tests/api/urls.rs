@@ -96,7 +96,7 @@ async fn presigned_urls_work_until_they_expire_on_the_in_process_s3() {
 
 #[tokio::test]
 async fn presigned_urls_work_until_they_expire_on_seaweedfs() {
-    let s3 = crate::helpers::seaweedfs().await;
+    let s3 = photos_testkit::s3::SeaweedFs::start().await.unwrap();
     presigned_urls_are_checked_by(&s3.endpoint()).await;
 }
 
