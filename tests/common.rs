@@ -65,6 +65,31 @@ pub struct Env {
     pub auth: photos_gateway::config::AuthConfig,
 }
 
+/// A gateway of a test's own beside the mesh's (built with [`Env::gateway_config`], then
+/// pointed elsewhere where the test needs it); it stops when `_stop` is dropped.
+pub struct SecondGateway {
+    pub addr: SocketAddr,
+    pub retries: std::sync::Arc<photos_gateway::retry::RetryBudget>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SecondGateway {
+    pub async fn start(config: photos_gateway::GatewayConfig) -> SecondGateway {
+        let gateway = photos_gateway::build(config).await.unwrap();
+        let addr = gateway.http_addr();
+        let retries = gateway.retry_budget();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gateway.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        SecondGateway {
+            addr,
+            retries,
+            _stop: stop,
+        }
+    }
+}
+
 impl Env {
     pub async fn start() -> Env {
         Self::start_with(|_| {}).await
@@ -80,6 +105,24 @@ impl Env {
         let mesh = Mesh::start(config).await.unwrap();
         wait_serving(mesh.addresses.catalog).await;
         Env { mesh, dir, auth }
+    }
+
+    /// A gateway configuration like the mesh's own gateway's: the same auth, no rate limit, every
+    /// upstream at the mesh's services, HTTP on port 0.
+    pub fn gateway_config(&self) -> photos_gateway::GatewayConfig {
+        use photos_runtime::UpstreamConfig;
+        let a = &self.mesh.addresses;
+        let url = |addr: SocketAddr| format!("http://{addr}");
+        let mut config = photos_gateway::GatewayConfig::default();
+        config.http.port = 0;
+        config.auth = self.auth.clone();
+        config.rate_limit.requests_per_minute = 0;
+        config.catalog = UpstreamConfig::new(url(a.catalog));
+        config.storage = UpstreamConfig::new(url(a.storage));
+        config.media = UpstreamConfig::new(url(a.media));
+        config.cache_admin = UpstreamConfig::new(url(a.cache_admin));
+        config.metrics = UpstreamConfig::new(url(a.metrics));
+        config
     }
 
     pub fn token(&self, sub: &str, role: photos_gateway::auth::Role) -> String {

@@ -9,44 +9,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use photos_gateway::GatewayConfig;
 use photos_gateway::auth::Role;
-use photos_runtime::{Secret, UpstreamConfig};
+use photos_runtime::Secret;
 use photos_testkit::redis::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A second gateway in front of the same mesh and Redis as `env`'s.
-async fn second_gateway(env: &Env, redis: &RedisServer) -> (SocketAddr, Stop) {
-    let a = &env.mesh.addresses;
-    let url = |addr: SocketAddr| UpstreamConfig::new(format!("http://{addr}"));
-    let mut config = GatewayConfig::default();
-    config.http.port = 0;
-    config.auth = env.auth.clone();
-    config.rate_limit.requests_per_minute = 0;
+async fn second_gateway(env: &Env, redis: &RedisServer) -> SecondGateway {
+    let mut config = env.gateway_config();
     config.cache.url = Secret::new(redis.url());
-    config.catalog = url(a.catalog);
-    config.media = url(a.media);
-    config.storage = url(a.storage);
-    config.cache_admin = url(a.cache_admin);
-    config.metrics = url(a.metrics);
-    let app = photos_gateway::build(config).await.unwrap();
-    let addr = app.http_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    (addr, Stop(Some(tx)))
-}
-
-/// Stops the second gateway when dropped.
-struct Stop(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
+    SecondGateway::start(config).await
 }
 
 async fn upload(
@@ -137,7 +109,8 @@ async fn two_replicas_on_one_redis_honour_the_same_idempotency_key() {
     let redis_url = redis.url();
     let env = Env::start_with(|c| c.gateway.cache.url = Secret::new(redis_url)).await;
     let a = env.mesh.addresses.gateway;
-    let (b_addr, stop_b) = second_gateway(&env, &redis).await;
+    let b = second_gateway(&env, &redis).await;
+    let b_addr = b.addr;
     let owner = env.token("olga", Role::Owner);
     let album = env.create_album(&owner, false).await;
     let photo = form(&[("title", "once")], Some(&jpeg(320, 240, 1)));
@@ -201,5 +174,5 @@ async fn two_replicas_on_one_redis_honour_the_same_idempotency_key() {
         )
         .await;
     assert_eq!(detail["album"]["photo_count"], 3, "{detail}");
-    drop(stop_b);
+    drop(b);
 }

@@ -19,43 +19,15 @@ use photos_testkit::http::request_bytes;
 /// that the hung phase, which waits it out once, stays cheap.
 const MEDIA_DEADLINE_MS: u64 = 6_000;
 
-struct SecondGateway {
-    addr: std::net::SocketAddr,
-    retries: std::sync::Arc<photos_gateway::retry::RetryBudget>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 /// A gateway like the mesh's own, except that media is reached through `media`.
 async fn gateway_via(env: &Env, media: &FaultProxy) -> SecondGateway {
-    let a = &env.mesh.addresses;
-    let url = |addr: std::net::SocketAddr| format!("http://{addr}");
-    let mut config = photos_gateway::GatewayConfig::default();
-    config.http.port = 0;
-    config.auth = env.auth.clone();
-    config.rate_limit.requests_per_minute = 0;
-    config.catalog = UpstreamConfig::new(url(a.catalog));
-    config.storage = UpstreamConfig {
-        request_timeout_ms: 30_000,
-        ..UpstreamConfig::new(url(a.storage))
-    };
-    config.cache_admin = UpstreamConfig::new(url(a.cache_admin));
-    config.metrics = UpstreamConfig::new(url(a.metrics));
+    let mut config = env.gateway_config();
+    config.storage.request_timeout_ms = 30_000;
     config.media = UpstreamConfig {
         request_timeout_ms: MEDIA_DEADLINE_MS,
         ..UpstreamConfig::new(media.endpoint())
     };
-    let gateway = photos_gateway::build(config).await.unwrap();
-    let addr = gateway.http_addr();
-    let retries = gateway.retry_budget();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    SecondGateway {
-        addr,
-        retries,
-        _stop: stop,
-    }
+    SecondGateway::start(config).await
 }
 
 async fn upload(

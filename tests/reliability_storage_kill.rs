@@ -239,18 +239,8 @@ async fn media_via(env: &Env, storage: &str) -> (SocketAddr, tokio::sync::onesho
 }
 
 /// A gateway like the mesh's, except that storage is `storage` and media is `media`.
-async fn gateway_via(
-    env: &Env,
-    storage: &str,
-    media: SocketAddr,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let a = &env.mesh.addresses;
-    let url = |addr: SocketAddr| format!("http://{addr}");
-    let mut config = photos_gateway::GatewayConfig::default();
-    config.http.port = 0;
-    config.auth = env.auth.clone();
-    config.rate_limit.requests_per_minute = 0;
-    config.catalog = UpstreamConfig::new(url(a.catalog));
+async fn gateway_via(env: &Env, storage: &str, media: SocketAddr) -> SecondGateway {
+    let mut config = env.gateway_config();
     // A whole upload is one PutObject call: room for 8 MiB on a loaded debug build.
     config.storage = UpstreamConfig {
         request_timeout_ms: 60_000,
@@ -258,17 +248,9 @@ async fn gateway_via(
     };
     config.media = UpstreamConfig {
         request_timeout_ms: 60_000,
-        ..UpstreamConfig::new(url(media))
+        ..UpstreamConfig::new(format!("http://{media}"))
     };
-    config.cache_admin = UpstreamConfig::new(url(a.cache_admin));
-    config.metrics = UpstreamConfig::new(url(a.metrics));
-    let gateway = photos_gateway::build(config).await.unwrap();
-    let addr = gateway.http_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
+    SecondGateway::start(config).await
 }
 
 /// An upload whose body is sent in two pieces: `body[..cut]`, then `between` runs (the fault),
@@ -448,7 +430,8 @@ async fn seaweedfs_storage_killed_mid_multipart_upload_answers_503_writes_no_row
     storage.serving().await;
     let (media, _media) = media_via(&env, &storage_url).await;
     wait_serving(media).await;
-    let (gateway, _gateway) = gateway_via(&env, &storage_url, media).await;
+    let second = gateway_via(&env, &storage_url, media).await;
+    let gateway = second.addr;
     let alice = env.token("alice", Role::Owner);
     let album = env.create_album(&alice, false).await;
     let originals = format!("originals/{album}/");
